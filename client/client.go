@@ -1,0 +1,469 @@
+// Package client is the chatd client library shared by chat, bizapi, chatbench and netcheck: it dials
+// the server, runs the Noise handshake against the pinned server key, logs in with the device key, keeps
+// the connection alive with pings, and reconnects with backoff. Requests (sends, read marks, contact
+// lookups) survive reconnects: whatever the server has not acknowledged is sent again on the next
+// connection, and the server deduplicates sends by client id.
+//
+// Deliveries (messages and receipts) are passed to the Handler on the connection's reader goroutine;
+// the library acknowledges one to the server only after the Handler returned nil, so a Handler that
+// stores what it gets before returning loses nothing.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/chatd-dev/chatd/noisesock"
+	"github.com/chatd-dev/chatd/wire/chatdpb"
+)
+
+// Defaults of Config fields left at zero (DESIGN §6).
+const (
+	DefaultPingInterval = 25 * time.Second
+	DefaultPingJitter   = 5 * time.Second
+	DefaultPongTimeout  = 10 * time.Second
+	DefaultDialTimeout  = 10 * time.Second
+	DefaultMinBackoff   = 500 * time.Millisecond
+	DefaultMaxBackoff   = 30 * time.Second
+	DefaultStableAfter  = 60 * time.Second
+)
+
+// Handler receives deliveries. Both methods run on the connection's reader goroutine, one at a time,
+// in the server's order. Return nil only after the delivery is stored: the library then acknowledges it
+// and the server forgets it. An error leaves it unacknowledged; the server sends it again on the next
+// connection. The same message can reach the Handler again after a crash between storing and
+// acknowledging; deduplicate on Message.ServerId.
+type Handler interface {
+	HandleMessage(ctx context.Context, m *chatdpb.Message) error
+	HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error
+}
+
+// Config configures a Client. Addrs, ServerKey and DeviceKey are required.
+type Config struct {
+	// Addrs are the chat endpoints as host:port (port 5222 by default), tried in order.
+	Addrs []string
+	// ServerKey is the pinned Noise static key of the server.
+	ServerKey [32]byte
+	// DeviceKey is this device's Noise static key, registered with the account.
+	DeviceKey noisesock.Keypair
+	// Handler receives deliveries; nil acknowledges and drops them.
+	Handler Handler
+	// PingInterval is the mean time between pings on an otherwise silent connection; each wait is
+	// jittered by ±PingJitter. It is announced to the server, which closes a client silent for twice
+	// as long plus its grace. If zero, 25 s; if negative, no pings are sent (tests of dead connections).
+	PingInterval time.Duration
+	// PingJitter: if zero, 5 s (capped at a fifth of PingInterval).
+	PingJitter time.Duration
+	// PongTimeout is how long the client waits for any frame after a ping before it declares the
+	// connection dead. If zero, 10 s.
+	PongTimeout time.Duration
+	// DialTimeout bounds one attempt: TCP connect, handshake and login. If zero, 10 s.
+	DialTimeout time.Duration
+	// MinBackoff, MaxBackoff: the reconnect delay grows exponentially from MinBackoff to MaxBackoff
+	// with full jitter. If zero, 0.5 s and 30 s.
+	MinBackoff, MaxBackoff time.Duration
+	// StableAfter is how long a connection must last for the backoff to start again from MinBackoff.
+	// If zero, 60 s.
+	StableAfter time.Duration
+	// ClientVersion is sent to the server for its logs, e.g. "chat/0.1".
+	ClientVersion string
+	// Dial opens the TCP connection; nil uses a net.Dialer.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// OnStatus, if set, is called after every status change (from the connection goroutines; it
+	// must not block).
+	OnStatus func(Status)
+	// Logger receives logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// State is the connection state.
+type State int
+
+const (
+	Disconnected State = iota
+	Connecting
+	Connected
+)
+
+func (s State) String() string {
+	switch s {
+	case Connecting:
+		return "connecting"
+	case Connected:
+		return "connected"
+	}
+	return "disconnected"
+}
+
+// Status describes the connection for health checks and UIs.
+type Status struct {
+	State State
+	// Addr and Transport describe the path in use (or last used).
+	Addr      string
+	Transport string
+	// Since is when State last changed.
+	Since time.Time
+	// RTT is the last ping round trip (0 before the first pong).
+	RTT time.Duration
+	// Reconnects counts connections after the first.
+	Reconnects int
+	// LastClose is the reason the last connection ended ("" before any), in the lower-case names of
+	// docs/protocol.md, and LastError a human explanation.
+	LastClose string
+	LastError string
+	// Phone is the logged-in account.
+	Phone string
+}
+
+// SendResult is the server's answer to a send.
+type SendResult struct {
+	ServerID  uint64
+	Timestamp time.Time
+	// Duplicate is true when the server had stored this client id before (an earlier attempt
+	// reached it); ServerID and Timestamp are the original ones.
+	Duplicate bool
+}
+
+// Client is a connection to chatd that reconnects. Create it with New and start it with Run.
+type Client struct {
+	// Static after construction.
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	cur       *conn               // the logged-in connection, nil while disconnected; guarded by mu
+	reqs      map[string]*request // unacknowledged requests by key; guarded by mu
+	order     []*request          // reqs in submission order (may hold finished ones); guarded by mu
+	nextID    uint64              // request ids for read marks and lookups; guarded by mu
+	status    Status              // guarded by mu
+	connected chan struct{}       // closed while connected; replaced on disconnect; guarded by mu
+
+	dedup *recent // server ids already handed to the Handler; owned by the reader
+}
+
+// New returns a client for cfg. It does not connect; call Run.
+func New(cfg Config) (*Client, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("client: no server address configured")
+	}
+	if cfg.ServerKey == [32]byte{} {
+		return nil, errors.New("client: no server key configured (pin the key from the server's /v1/config)")
+	}
+	if cfg.DeviceKey.Private == [32]byte{} {
+		return nil, errors.New("client: no device key configured")
+	}
+	if cfg.PingInterval == 0 {
+		cfg.PingInterval = DefaultPingInterval
+	}
+	if cfg.PingJitter == 0 {
+		cfg.PingJitter = DefaultPingJitter
+	}
+	if cfg.PingInterval > 0 {
+		cfg.PingJitter = min(cfg.PingJitter, cfg.PingInterval/5)
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = DefaultPongTimeout
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.MinBackoff <= 0 {
+		cfg.MinBackoff = DefaultMinBackoff
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = DefaultMaxBackoff
+	}
+	if cfg.StableAfter <= 0 {
+		cfg.StableAfter = DefaultStableAfter
+	}
+	c := &Client{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		reqs:      make(map[string]*request),
+		connected: make(chan struct{}),
+		dedup:     newRecent(8192),
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	c.status.Since = time.Now()
+	return c, nil
+}
+
+// Run connects and reconnects until ctx is done (it then returns nil after saying goodbye to the
+// server) or a permanent error occurs: ErrUnknownDevice, ErrUnsupportedVersion, or a
+// *noisesock.KeyMismatchError when the server does not prove the pinned key.
+func (c *Client) Run(ctx context.Context) error {
+	attempt := 0
+	for {
+		c.setState(Connecting, "", "")
+		started := time.Now()
+		err := c.connectOnce(ctx)
+		if ctx.Err() != nil {
+			c.setState(Disconnected, "client_closed", "")
+			return nil
+		}
+		var ce *CloseError
+		var retryAfter time.Duration
+		if errors.As(err, &ce) {
+			retryAfter = ce.RetryAfter
+		}
+		if permanent(err) {
+			c.setState(Disconnected, closeName(err), err.Error())
+			return err
+		}
+		c.setState(Disconnected, closeName(err), errString(err))
+		if time.Since(started) >= c.cfg.StableAfter {
+			attempt = 0
+		}
+		delay := max(backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff), retryAfter)
+		attempt++
+		c.log.Info("disconnected; reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			c.setState(Disconnected, "client_closed", "")
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// backoff is the full-jitter exponential delay before reconnect attempt n (0-based).
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	ceil := lo << min(n, 16)
+	if ceil <= 0 || ceil > hi {
+		ceil = hi
+	}
+	return lo/2 + rand.N(ceil-lo/2+1)
+}
+
+func permanent(err error) bool {
+	return errors.Is(err, ErrUnknownDevice) || errors.Is(err, ErrUnsupportedVersion) ||
+		errors.Is(err, noisesock.ErrServerKeyMismatch)
+}
+
+// Status returns the current connection status.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.status
+}
+
+// WaitConnected blocks until the client is logged in or ctx ends.
+func (c *Client) WaitConnected(ctx context.Context) error {
+	c.mu.Lock()
+	ch := c.connected
+	c.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *Client) setState(st State, lastClose, lastErr string) {
+	c.mu.Lock()
+	if c.status.State == Connected && st != Connected {
+		c.connected = make(chan struct{})
+	}
+	if c.status.State != st {
+		c.status.Since = time.Now()
+	}
+	c.status.State = st
+	if lastClose != "" {
+		c.status.LastClose, c.status.LastError = lastClose, lastErr
+	}
+	s := c.status
+	c.mu.Unlock()
+	if c.cfg.OnStatus != nil {
+		c.cfg.OnStatus(s)
+	}
+}
+
+// Send submits a message and waits for the server's acknowledgement, across reconnects, until ctx
+// ends. clientID must be unique per sender and stable across retries (the server deduplicates on it);
+// "" picks a random one. If ctx ends first the message may still be sent later by this Client (call
+// Cancel to stop that), and a later Send with the same clientID returns the original result.
+func (c *Client) Send(ctx context.Context, to, clientID string, content *chatdpb.Content) (SendResult, error) {
+	if clientID == "" {
+		clientID = NewClientID()
+	}
+	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_Send{Send: &chatdpb.Send{ClientId: clientID, To: to, Content: content}}}
+	res, err := c.do(ctx, "send:"+clientID, env)
+	if err != nil {
+		return SendResult{}, err
+	}
+	return res.(SendResult), nil
+}
+
+// MarkRead tells the server that the messages with these server ids (addressed to this account) were
+// read; their senders get read receipts. It waits for the server's acknowledgement across reconnects.
+func (c *Client) MarkRead(ctx context.Context, serverIDs ...uint64) error {
+	id := c.newRequestID()
+	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_MarkRead{MarkRead: &chatdpb.MarkRead{RequestId: id, ServerIds: serverIDs}}}
+	_, err := c.do(ctx, fmt.Sprintf("req:%d", id), env)
+	return err
+}
+
+// Lookup asks the server which of phones are registered accounts.
+func (c *Client) Lookup(ctx context.Context, phones ...string) ([]*chatdpb.Contact, error) {
+	id := c.newRequestID()
+	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_ContactQuery{ContactQuery: &chatdpb.ContactQuery{RequestId: id, Phones: phones}}}
+	res, err := c.do(ctx, fmt.Sprintf("req:%d", id), env)
+	if err != nil {
+		return nil, err
+	}
+	return res.([]*chatdpb.Contact), nil
+}
+
+// Cancel forgets an unacknowledged send, so it is not sent again after a reconnect. It reports
+// whether the send was pending.
+func (c *Client) Cancel(clientID string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r, ok := c.reqs["send:"+clientID]
+	if ok {
+		delete(c.reqs, r.key)
+	}
+	return ok
+}
+
+// Pending returns the number of requests not yet acknowledged by the server.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.reqs)
+}
+
+func (c *Client) newRequestID() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nextID++
+	return c.nextID
+}
+
+// request is an envelope the server must acknowledge. It is sent on the current connection and again
+// on every new one until its answer arrives.
+type request struct {
+	key  string
+	env  *chatdpb.Envelope
+	done chan struct{} // closed when res/err are set
+	res  any
+	err  error
+}
+
+func (c *Client) do(ctx context.Context, key string, env *chatdpb.Envelope) (any, error) {
+	c.mu.Lock()
+	r, ok := c.reqs[key]
+	if !ok {
+		r = &request{key: key, env: env, done: make(chan struct{})}
+		c.reqs[key] = r
+		c.order = append(c.order, r)
+	}
+	cur := c.cur
+	c.mu.Unlock()
+	if !ok && cur != nil {
+		cur.enqueue(env)
+	}
+	select {
+	case <-r.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// resolve finishes the request key with a result or error.
+func (c *Client) resolve(key string, res any, err error) {
+	c.mu.Lock()
+	r, ok := c.reqs[key]
+	if ok {
+		delete(c.reqs, key)
+	}
+	c.mu.Unlock()
+	if ok {
+		r.res, r.err = res, err
+		close(r.done)
+	}
+}
+
+// attach makes cn the current connection and queues every pending request on it, in order.
+func (c *Client) attach(cn *conn) {
+	c.mu.Lock()
+	c.cur = cn
+	live := c.order[:0]
+	for _, r := range c.order {
+		if c.reqs[r.key] == r {
+			live = append(live, r)
+		}
+	}
+	clear(c.order[len(live):])
+	c.order = live
+	envs := make([]*chatdpb.Envelope, len(live))
+	for i, r := range live {
+		envs[i] = r.env
+	}
+	c.mu.Unlock()
+	for _, env := range envs {
+		cn.enqueue(env)
+	}
+}
+
+func (c *Client) detach(cn *conn) {
+	c.mu.Lock()
+	if c.cur == cn {
+		c.cur = nil
+	}
+	c.mu.Unlock()
+}
+
+// NewClientID returns a random client message id.
+func NewClientID() string {
+	const alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, 20)
+	for i := range b {
+		b[i] = alphabet[rand.N(len(alphabet))]
+	}
+	return string(b)
+}
+
+// recent is a bounded set of the most recent server ids.
+type recent struct {
+	set  map[uint64]struct{}
+	ring []uint64
+	next int
+}
+
+func newRecent(n int) *recent {
+	return &recent{set: make(map[uint64]struct{}, n), ring: make([]uint64, n)}
+}
+
+func (r *recent) seen(id uint64) bool {
+	_, ok := r.set[id]
+	return ok
+}
+
+func (r *recent) add(id uint64) {
+	if old := r.ring[r.next]; old != 0 {
+		delete(r.set, old)
+	}
+	r.ring[r.next] = id
+	r.set[id] = struct{}{}
+	r.next = (r.next + 1) % len(r.ring)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}

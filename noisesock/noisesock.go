@@ -1,0 +1,316 @@
+// Package noisesock turns a framed byte stream into an encrypted, authenticated one with the Noise
+// protocol: Noise_XX_25519_AESGCM_SHA256, with the chatd preamble as prologue. The client proves its
+// device key (its Noise static key); the server proves its static key, which the client has pinned.
+//
+// The only way to get a *Conn is a finished handshake (Client or Server). After that every frame is one
+// Noise transport message; a frame that fails authentication returns ErrDecrypt, after which the Conn
+// is unusable and the caller must close it.
+//
+// Handshake, as frames after the preamble (see docs/protocol.md for the byte layout):
+//
+//	-> e                                       msg1, empty payload
+//	<- e, ee, s, es      + ServerHello         msg2; the client checks s against its pinned key
+//	-> s, se             + ClientHello         msg3; the server learns the device key
+package noisesock
+
+import (
+	"context"
+	"crypto/subtle"
+	"encoding/base64"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/flynn/noise"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/chatd-dev/chatd/wire"
+	"github.com/chatd-dev/chatd/wire/chatdpb"
+)
+
+// CipherSuite is the Noise cipher suite of chatd v1.
+var CipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+
+// Protocol is the full Noise protocol name, for documentation and logs.
+const Protocol = "Noise_XX_25519_AESGCM_SHA256"
+
+// tagLen is the AEAD tag added to every transport message.
+const tagLen = 16
+
+// Keypair is an X25519 static key pair.
+type Keypair struct {
+	Private, Public [32]byte
+}
+
+func (k Keypair) dh() noise.DHKey {
+	return noise.DHKey{Private: k.Private[:], Public: k.Public[:]}
+}
+
+// KeyMismatchError is returned by Client when the server proved a static key other than the pinned one:
+// a man in the middle, or a client configured for another server.
+type KeyMismatchError struct {
+	Got, Want [32]byte
+}
+
+func (e *KeyMismatchError) Error() string {
+	return fmt.Sprintf("noisesock: server key mismatch: the server proved key %s but this client pins %s "+
+		"(a man in the middle, or the client is configured for another server)",
+		base64.StdEncoding.EncodeToString(e.Got[:]), base64.StdEncoding.EncodeToString(e.Want[:]))
+}
+
+// Is makes errors.Is(err, ErrServerKeyMismatch) true.
+func (e *KeyMismatchError) Is(target error) bool { return target == ErrServerKeyMismatch }
+
+// Conn is an established encrypted chat stream. Reading and writing may happen concurrently (one reader
+// and one writer goroutine); each side is not safe for concurrent use on its own.
+type Conn struct {
+	// Static after construction.
+	nc         net.Conn
+	peerStatic [32]byte
+
+	// Owned by the reader.
+	fr   *wire.Reader
+	recv *noise.CipherState
+	rbuf []byte
+
+	// Owned by the writer.
+	send *noise.CipherState
+}
+
+// NetConn returns the underlying connection (for deadlines, addresses and Close).
+func (c *Conn) NetConn() net.Conn { return c.nc }
+
+// PeerStatic returns the peer's proven static key: the device key on the server, the server key on
+// the client.
+func (c *Conn) PeerStatic() [32]byte { return c.peerStatic }
+
+// Close closes the underlying connection.
+func (c *Conn) Close() error { return c.nc.Close() }
+
+// ReadFrame reads and decrypts one frame. The returned slice is valid until the next ReadFrame. Errors:
+// a *wire.FrameTooLargeError, ErrDecrypt, or the stream's read error (io.EOF between frames).
+func (c *Conn) ReadFrame() ([]byte, error) {
+	ct, err := c.fr.ReadFrame()
+	if err != nil {
+		return nil, err
+	}
+	if cap(c.rbuf) > 4096 {
+		c.rbuf = nil
+	}
+	pt, err := c.recv.Decrypt(c.rbuf[:0], nil, ct)
+	if err != nil {
+		return nil, ErrDecrypt
+	}
+	c.rbuf = pt
+	return pt, nil
+}
+
+// AppendFrame encrypts plaintext and appends the whole frame (header and ciphertext) to dst, ready to be
+// written. plaintext must not overlap dst's spare capacity.
+func (c *Conn) AppendFrame(dst, plaintext []byte) ([]byte, error) {
+	if len(plaintext) > wire.MaxEnvelope {
+		return dst, &wire.FrameTooLargeError{Size: len(plaintext), Max: wire.MaxEnvelope}
+	}
+	dst, err := wire.AppendHeader(dst, len(plaintext)+tagLen)
+	if err != nil {
+		return dst, err
+	}
+	return c.send.Encrypt(dst, nil, plaintext)
+}
+
+// AppendEnvelope encodes env, encrypts it and appends the frame to dst. scratch is a reusable buffer
+// for the plaintext; the (possibly grown) scratch is returned for reuse.
+func (c *Conn) AppendEnvelope(dst, scratch []byte, env *chatdpb.Envelope) (out, scratchOut []byte, err error) {
+	pt, err := wire.AppendEnvelope(scratch[:0], env)
+	if err != nil {
+		return dst, scratch, err
+	}
+	out, err = c.AppendFrame(dst, pt)
+	return out, pt, err
+}
+
+// ClientConfig configures the client side of the handshake.
+type ClientConfig struct {
+	// DeviceKey is the client's static key: its identity towards the server.
+	DeviceKey Keypair
+	// ServerKey is the pinned static public key of the server. Required.
+	ServerKey [32]byte
+	// Hello is sent, encrypted, in the third handshake message.
+	Hello *chatdpb.ClientHello
+}
+
+// Client runs the client side of the handshake on nc: it writes the preamble and the three handshake
+// messages and returns the encrypted Conn and the server's hello. It honours ctx's deadline and
+// cancellation; nc's deadline is cleared on success. On error the caller closes nc.
+func Client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello, error) {
+	stop := watch(ctx, nc)
+	defer stop()
+	c, sh, err := clientHandshake(nc, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, nil, err
+	}
+	return c, sh, nil
+}
+
+func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello, error) {
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:   CipherSuite,
+		Pattern:       noise.HandshakeXX,
+		Initiator:     true,
+		Prologue:      []byte(wire.Preamble),
+		StaticKeypair: cfg.DeviceKey.dh(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: %w", err)
+	}
+	// Preamble and msg1 in one write.
+	out := append(make([]byte, 0, 64), wire.Preamble...)
+	msg1, _, _, err := hs.WriteMessage(nil, nil)
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: writing handshake message 1: %w", err)
+	}
+	if out, err = wire.AppendFrame(out, msg1); err != nil {
+		return nil, nil, err
+	}
+	if _, err := nc.Write(out); err != nil {
+		return nil, nil, fmt.Errorf("noisesock: sending handshake: %w", err)
+	}
+
+	fr := wire.NewReader(nc, wire.MaxHandshakeFrame)
+	msg2, err := fr.ReadFrame()
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: reading handshake message 2: %w", err)
+	}
+	payload, _, _, err := hs.ReadMessage(nil, msg2)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: message 2: %v", ErrHandshake, err)
+	}
+	var got [32]byte
+	copy(got[:], hs.PeerStatic())
+	if subtle.ConstantTimeCompare(got[:], cfg.ServerKey[:]) != 1 {
+		return nil, nil, &KeyMismatchError{Got: got, Want: cfg.ServerKey}
+	}
+	sh := new(chatdpb.ServerHello)
+	if err := proto.Unmarshal(payload, sh); err != nil {
+		return nil, nil, fmt.Errorf("%w: server hello: %v", ErrHandshake, err)
+	}
+
+	hello, err := proto.Marshal(cfg.Hello)
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: encoding client hello: %w", err)
+	}
+	msg3, send, recv, err := hs.WriteMessage(nil, hello)
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: writing handshake message 3: %w", err)
+	}
+	if err := wire.WriteFrame(nc, msg3); err != nil {
+		return nil, nil, fmt.Errorf("noisesock: sending handshake message 3: %w", err)
+	}
+	fr.SetMax(wire.MaxFrame)
+	return &Conn{nc: nc, peerStatic: got, fr: fr, send: send, recv: recv}, sh, nil
+}
+
+// ServerConfig configures the server side of the handshake.
+type ServerConfig struct {
+	// StaticKey is the server's static key, the one clients pin.
+	StaticKey Keypair
+	// Now stamps the ServerHello; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server runs the server side of the handshake on nc, whose preamble the caller has already read and
+// checked (wire.ReadPreamble). It returns the encrypted Conn and the client's hello; the client's device
+// key is Conn.PeerStatic. It honours ctx's deadline and cancellation. On error the caller closes nc.
+func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello, error) {
+	stop := watch(ctx, nc)
+	defer stop()
+	c, ch, err := serverHandshake(nc, cfg)
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+		}
+		return nil, nil, err
+	}
+	return c, ch, nil
+}
+
+func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello, error) {
+	hs, err := noise.NewHandshakeState(noise.Config{
+		CipherSuite:   CipherSuite,
+		Pattern:       noise.HandshakeXX,
+		Initiator:     false,
+		Prologue:      []byte(wire.Preamble),
+		StaticKeypair: cfg.StaticKey.dh(),
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: %w", err)
+	}
+	fr := wire.NewReader(nc, wire.MaxHandshakeFrame)
+	msg1, err := fr.ReadFrame()
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: reading handshake message 1: %w", err)
+	}
+	if _, _, _, err := hs.ReadMessage(nil, msg1); err != nil {
+		return nil, nil, fmt.Errorf("%w: message 1: %v", ErrHandshake, err)
+	}
+	now := time.Now
+	if cfg.Now != nil {
+		now = cfg.Now
+	}
+	sh, err := proto.Marshal(&chatdpb.ServerHello{ProtocolVersion: wire.Version, ServerTimeMs: now().UnixMilli()})
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: encoding server hello: %w", err)
+	}
+	msg2, _, _, err := hs.WriteMessage(nil, sh)
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: writing handshake message 2: %w", err)
+	}
+	if err := wire.WriteFrame(nc, msg2); err != nil {
+		return nil, nil, fmt.Errorf("noisesock: sending handshake message 2: %w", err)
+	}
+	msg3, err := fr.ReadFrame()
+	if err != nil {
+		return nil, nil, fmt.Errorf("noisesock: reading handshake message 3: %w", err)
+	}
+	payload, recv, send, err := hs.ReadMessage(nil, msg3)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: message 3: %v", ErrHandshake, err)
+	}
+	ch := new(chatdpb.ClientHello)
+	if err := proto.Unmarshal(payload, ch); err != nil {
+		return nil, nil, fmt.Errorf("%w: client hello: %v", ErrHandshake, err)
+	}
+	var peer [32]byte
+	copy(peer[:], hs.PeerStatic())
+	fr.SetMax(wire.MaxFrame)
+	return &Conn{nc: nc, peerStatic: peer, fr: fr, send: send, recv: recv}, ch, nil
+}
+
+// watch applies ctx's deadline to nc and unblocks nc's I/O when ctx is cancelled. The returned func
+// stops watching and clears the deadline.
+func watch(ctx context.Context, nc net.Conn) (stop func()) {
+	if d, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(d)
+	}
+	cancel := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	return func() {
+		if cancel() {
+			nc.SetDeadline(time.Time{})
+		}
+	}
+}
+
+// GenerateKeypair returns a new random X25519 key pair.
+func GenerateKeypair() (Keypair, error) {
+	k, err := CipherSuite.GenerateKeypair(nil)
+	if err != nil {
+		return Keypair{}, err
+	}
+	var kp Keypair
+	copy(kp.Private[:], k.Private)
+	copy(kp.Public[:], k.Public)
+	return kp, nil
+}

@@ -1,0 +1,271 @@
+// Package server is the chatd messaging server: it accepts chat connections (from any listener: 5222,
+// or the chat side of the 443 multiplexer), runs the Noise handshake, logs devices in, routes messages
+// and receipts through the durable store, and keeps one live session per account.
+//
+// Delivery model: every message or receipt for an account is a row in the store's delivery queue. A
+// session's writer pulls pending rows in order (after the last one it sent) whenever it is woken — when
+// something is enqueued for its account or when acks free room in its in-flight window — so the online
+// path and the offline path are the same code, and nothing is delivered that is not stored first.
+// Unacknowledged rows stay queued and are sent again on the account's next session.
+package server
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/chatd-dev/chatd/noisesock"
+	"github.com/chatd-dev/chatd/server/store"
+	"github.com/chatd-dev/chatd/wire/chatdpb"
+)
+
+// Defaults of Config fields left at zero.
+const (
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultPingInterval     = 25 * time.Second
+	DefaultPongTimeout      = 10 * time.Second
+	DefaultWriteTimeout     = 10 * time.Second
+	DefaultMaxInflight      = 1024
+	MinPingInterval         = 5 * time.Second
+	MaxPingInterval         = 10 * time.Minute
+)
+
+// Config configures a Server. Store and StaticKey are required; every other field has a default.
+type Config struct {
+	// Store is the durable store of accounts, messages and the delivery queue.
+	Store *store.Store
+	// StaticKey is the server's Noise static key, the one clients pin.
+	StaticKey noisesock.Keypair
+	// Logger receives structured logs; nil discards them.
+	Logger *slog.Logger
+	// Metrics receives counters and gauges; nil means a private, unexported set.
+	Metrics *Metrics
+	// HandshakeTimeout bounds the time from accept to a logged-in session (preamble, Noise handshake,
+	// login). If zero, DefaultHandshakeTimeout (10 s).
+	HandshakeTimeout time.Duration
+	// PongTimeout is the grace added to twice the client's ping interval before a silent client is
+	// closed with IDLE_TIMEOUT. If zero, DefaultPongTimeout (10 s).
+	PongTimeout time.Duration
+	// WriteTimeout bounds each write to a client; a client that does not read for this long is closed
+	// with WRITE_TIMEOUT. If zero, DefaultWriteTimeout (10 s).
+	WriteTimeout time.Duration
+	// MaxInflight is the number of deliveries sent to a session and not yet acknowledged before the
+	// server waits for acks. If zero, DefaultMaxInflight (1024).
+	MaxInflight int
+	// MinPingInterval is the shortest ping interval a client may announce; shorter ones are raised to
+	// it. If zero, 5 s. (Tests lower it to see idle timeouts quickly.)
+	MinPingInterval time.Duration
+	// ShutdownRetryAfter is the "retry after" hint sent with SERVER_SHUTDOWN; clients add jitter. If
+	// zero, 2 s.
+	ShutdownRetryAfter time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// ErrServerClosed is returned by Serve after Shutdown.
+var ErrServerClosed = errors.New("server: closed")
+
+// Server is the chat server. Create it with New.
+type Server struct {
+	// Static after construction.
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	now     func() time.Time
+
+	mu        sync.Mutex
+	closed    bool                  // guarded by mu
+	listeners map[net.Listener]bool // guarded by mu
+	sessions  map[string]*session   // logged-in sessions by phone; guarded by mu
+	conns     map[*session]struct{} // every session, logged in or not; guarded by mu
+	wg        sync.WaitGroup        // one per connection handler
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.PongTimeout <= 0 {
+		cfg.PongTimeout = DefaultPongTimeout
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MinPingInterval <= 0 {
+		cfg.MinPingInterval = MinPingInterval
+	}
+	if cfg.ShutdownRetryAfter <= 0 {
+		cfg.ShutdownRetryAfter = 2 * time.Second
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		metrics:   cfg.Metrics,
+		now:       cfg.Now,
+		listeners: make(map[net.Listener]bool),
+		sessions:  make(map[string]*session),
+		conns:     make(map[*session]struct{}),
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(nil)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if cfg.Store != nil {
+		s.metrics.registerQueueDepth(func() float64 {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			n, err := cfg.Store.QueueDepth(ctx)
+			if err != nil {
+				return -1
+			}
+			return float64(n)
+		})
+	}
+	return s
+}
+
+// Serve accepts chat connections on ln until ln fails or Shutdown is called, and returns
+// ErrServerClosed after Shutdown. Connections from a transport.Mux carry their transport label.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if s.isClosed() {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		sess := newSession(s, c)
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			c.Close()
+			return ErrServerClosed
+		}
+		s.conns[sess] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			sess.run()
+		}()
+	}
+}
+
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
+// Shutdown stops accepting, closes every session with SERVER_SHUTDOWN (and a "retry after" hint), and
+// waits for the connection handlers to finish or ctx to end.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*session, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		// Spread reconnects over 1–2× the hint so clients do not return in one wave.
+		retry := s.cfg.ShutdownRetryAfter + rand.N(s.cfg.ShutdownRetryAfter+1)
+		c.close(chatdpb.CloseReason_SERVER_SHUTDOWN, "server shutting down", retry)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// login makes sess the account's live session, closing the one it replaces.
+func (s *Server) login(sess *session) {
+	s.mu.Lock()
+	old := s.sessions[sess.phone]
+	s.sessions[sess.phone] = sess
+	s.mu.Unlock()
+	if old != nil {
+		old.close(chatdpb.CloseReason_REPLACED, "another connection logged in as this account", 0)
+	}
+}
+
+// forget removes sess from the server's tables.
+func (s *Server) forget(sess *session) {
+	s.mu.Lock()
+	delete(s.conns, sess)
+	if sess.phone != "" && s.sessions[sess.phone] == sess {
+		delete(s.sessions, sess.phone)
+	}
+	s.mu.Unlock()
+}
+
+// wake tells the live sessions of phones that their queues grew.
+func (s *Server) wake(phones ...string) {
+	if len(phones) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range phones {
+		if sess := s.sessions[p]; sess != nil {
+			sess.wakeWriter()
+		}
+	}
+}
+
+// Online reports whether phone has a live session.
+func (s *Server) Online(phone string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[phone] != nil
+}
+
+// Sessions returns the number of logged-in sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}

@@ -1,0 +1,281 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// ReceiptType says what happened to a message.
+type ReceiptType int
+
+const (
+	ReceiptDelivered ReceiptType = 1 // the recipient's client stored it (acked the delivery)
+	ReceiptRead      ReceiptType = 2 // the recipient read it
+)
+
+func (t ReceiptType) String() string {
+	switch t {
+	case ReceiptDelivered:
+		return "delivered"
+	case ReceiptRead:
+		return "read"
+	}
+	return fmt.Sprintf("ReceiptType(%d)", int(t))
+}
+
+// Receipt tells a sender what happened to one of its messages.
+type Receipt struct {
+	MessageID int64
+	ClientID  string // the original sender's client message id
+	Type      ReceiptType
+	By        string // the phone that received / read the message
+	At        time.Time
+}
+
+// ItemKind is the kind of a queued delivery item.
+type ItemKind int
+
+const (
+	ItemMessage ItemKind = 1 // a message addressed to the recipient
+	ItemReceipt ItemKind = 2 // a receipt about a message the recipient sent
+)
+
+func (k ItemKind) String() string {
+	switch k {
+	case ItemMessage:
+		return "message"
+	case ItemReceipt:
+		return "receipt"
+	}
+	return fmt.Sprintf("ItemKind(%d)", int(k))
+}
+
+// Item is one pending delivery to Recipient: a message addressed to them, or
+// a receipt about a message they sent.
+type Item struct {
+	Seq       int64 // delivery id, unique store-wide, increasing in enqueue order
+	Recipient string
+	Kind      ItemKind
+	Message   Message // when Kind == ItemMessage (zero otherwise)
+	Receipt   Receipt // when Kind == ItemReceipt (zero otherwise)
+}
+
+// Pending returns recipient's queued items with Seq > afterSeq in Seq order,
+// at most limit. limit must be positive (ErrInvalidArgument otherwise).
+func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, limit int) ([]Item, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("%w: limit %d", ErrInvalidArgument, limit)
+	}
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT q.seq, q.kind, q.receipt_type, q.receipt_at,
+		       m.id, m.sender, m.recipient, m.client_id, m.content_version,
+		       CASE WHEN q.kind = 1 THEN m.content END,
+		       m.created_at, m.delivered_at, m.read_at
+		FROM queue q JOIN messages m ON m.id = q.message_id
+		WHERE q.recipient = ? AND q.seq > ?
+		ORDER BY q.seq
+		LIMIT ?`, recipient, afterSeq, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	defer rows.Close()
+	var items []Item
+	for rows.Next() {
+		var (
+			it                     Item
+			rtype, rat             sql.NullInt64
+			m                      Message
+			version, created       int64
+			delivered, readStamped sql.NullInt64
+		)
+		if err := rows.Scan(&it.Seq, &it.Kind, &rtype, &rat,
+			&m.ID, &m.From, &m.To, &m.ClientID, &version, &m.Content,
+			&created, &delivered, &readStamped); err != nil {
+			return nil, fmt.Errorf("store: pending: %w", err)
+		}
+		it.Recipient = recipient
+		switch it.Kind {
+		case ItemMessage:
+			m.ContentVersion = uint32(version)
+			m.CreatedAt = time.Unix(0, created).UTC()
+			m.DeliveredAt = timeFrom(delivered)
+			m.ReadAt = timeFrom(readStamped)
+			it.Message = m
+		case ItemReceipt:
+			it.Receipt = Receipt{
+				MessageID: m.ID,
+				ClientID:  m.ClientID,
+				Type:      ReceiptType(rtype.Int64),
+				By:        m.To,
+				At:        timeFrom(rat),
+			}
+		}
+		items = append(items, it)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: pending: %w", err)
+	}
+	return items, nil
+}
+
+// QueueDepth returns the number of pending items of all recipients.
+func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
+	var n int64
+	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM queue`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: queue depth: %w", err)
+	}
+	return n, nil
+}
+
+// Ack removes recipient's item seq from the queue (no-op returning nil notify
+// if it is not there or belongs to someone else — acks are idempotent). If the
+// item was a message not yet delivered, it sets DeliveredAt and enqueues a
+// ReceiptDelivered item for the message's sender, in the same transaction.
+// notify lists the phones whose queue grew (to wake their sessions).
+func (s *Store) Ack(ctx context.Context, recipient string, seq int64) (notify []string, err error) {
+	return s.AckBatch(ctx, recipient, []int64{seq})
+}
+
+// AckBatch is Ack for many seqs in one transaction. notify has no duplicates.
+func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (notify []string, err error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	var n notifier
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		now := s.now().UnixNano()
+		del, err := tx.PrepareContext(ctx,
+			`DELETE FROM queue WHERE seq = ? AND recipient = ? RETURNING kind, message_id`)
+		if err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+		defer del.Close()
+		deliver, err := tx.PrepareContext(ctx,
+			`UPDATE messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL RETURNING sender`)
+		if err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+		defer deliver.Close()
+		enq, err := prepareEnqueueReceipt(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer enq.Close()
+
+		for _, seq := range seqs {
+			var (
+				kind ItemKind
+				mid  int64
+			)
+			err := del.QueryRowContext(ctx, seq, recipient).Scan(&kind, &mid)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // already acked, never existed, or not recipient's
+			}
+			if err != nil {
+				return fmt.Errorf("store: ack: %w", err)
+			}
+			if kind != ItemMessage {
+				continue
+			}
+			var sender string
+			err = deliver.QueryRowContext(ctx, now, mid).Scan(&sender)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // already delivered (e.g. read before the ack): receipt already sent
+			}
+			if err != nil {
+				return fmt.Errorf("store: ack: %w", err)
+			}
+			if _, err := enq.ExecContext(ctx, sender, mid, ReceiptDelivered, now); err != nil {
+				return fmt.Errorf("store: enqueue receipt: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n.list, nil
+}
+
+func prepareEnqueueReceipt(ctx context.Context, tx *sql.Tx) (*sql.Stmt, error) {
+	st, err := tx.PrepareContext(ctx, `
+		INSERT INTO queue (recipient, kind, message_id, receipt_type, receipt_at)
+		VALUES (?, 2, ?, ?, ?)`)
+	if err != nil {
+		return nil, fmt.Errorf("store: enqueue receipt: %w", err)
+	}
+	return st, nil
+}
+
+// MarkRead marks messages addressed to reader as read (only those with ReadAt
+// zero; ids of other recipients and unknown ids are ignored), enqueues one
+// ReceiptRead item per newly-read message for its sender, and returns the
+// senders to wake. A message read before its delivery ack also counts as
+// delivered: DeliveredAt is set and the ReceiptDelivered item is enqueued
+// first, so the sender always sees delivered before read (a later Ack of the
+// message item then enqueues nothing). Messages are processed in ascending id
+// order. Idempotent: marking a read message again does nothing.
+func (s *Store) MarkRead(ctx context.Context, reader string, ids []int64) (notify []string, err error) {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	if len(ids) == 0 {
+		return nil, nil
+	}
+	var n notifier
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		now := s.now().UnixNano()
+		sel, err := tx.PrepareContext(ctx,
+			`SELECT sender, delivered_at FROM messages WHERE id = ? AND recipient = ? AND read_at IS NULL`)
+		if err != nil {
+			return fmt.Errorf("store: mark read: %w", err)
+		}
+		defer sel.Close()
+		upd, err := tx.PrepareContext(ctx,
+			`UPDATE messages SET read_at = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?`)
+		if err != nil {
+			return fmt.Errorf("store: mark read: %w", err)
+		}
+		defer upd.Close()
+		enq, err := prepareEnqueueReceipt(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer enq.Close()
+
+		for _, id := range ids {
+			var (
+				sender    string
+				delivered sql.NullInt64
+			)
+			err := sel.QueryRowContext(ctx, id, reader).Scan(&sender, &delivered)
+			if errors.Is(err, sql.ErrNoRows) {
+				continue // not reader's, unknown, or already read
+			}
+			if err != nil {
+				return fmt.Errorf("store: mark read: %w", err)
+			}
+			if _, err := upd.ExecContext(ctx, now, now, id); err != nil {
+				return fmt.Errorf("store: mark read: %w", err)
+			}
+			if !delivered.Valid {
+				if _, err := enq.ExecContext(ctx, sender, id, ReceiptDelivered, now); err != nil {
+					return fmt.Errorf("store: enqueue receipt: %w", err)
+				}
+			}
+			if _, err := enq.ExecContext(ctx, sender, id, ReceiptRead, now); err != nil {
+				return fmt.Errorf("store: enqueue receipt: %w", err)
+			}
+			n.add(sender)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return n.list, nil
+}

@@ -1,0 +1,167 @@
+// Package wire is the lowest layer of the chatd protocol v1: the preamble, length-prefixed frames with a
+// hard size limit, and the protobuf envelopes (package chatdpb) that travel inside the encrypted frames.
+// It does no I/O policy (deadlines, retries) and no cryptography; docs/protocol.md is the specification.
+//
+// Byte layout on a chat stream:
+//
+//	preamble   4 bytes  'C' 'H' 'D' 0x01          (client → server, once, before anything else)
+//	frame      3 bytes  big-endian payload length N  (N ≤ MaxFrame; ≤ MaxHandshakeFrame during the handshake)
+//	           N bytes  payload: a Noise handshake message, then Noise transport messages each holding
+//	                    one protobuf chatdpb.Envelope
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"io"
+)
+
+// Preamble opens every chat stream. It names the protocol and its version, lets the 443 listener tell a
+// chat stream from TLS (first byte 0x16) and HTTP (an ASCII method), and is the Noise prologue, so a
+// stream whose preamble was altered fails the handshake.
+const Preamble = "CHD\x01"
+
+// Magic is the version-independent part of the preamble.
+const Magic = "CHD"
+
+// Version is the protocol version this package speaks, the last byte of the preamble.
+const Version = 1
+
+const (
+	// HeaderLen is the size of a frame header: a 3-byte big-endian payload length.
+	HeaderLen = 3
+	// MaxFrame is the largest payload of a frame after the handshake. It is the Noise maximum message
+	// size, so one frame is always exactly one Noise transport message. The largest envelope is
+	// MaxFrame - 16 (the AEAD tag).
+	MaxFrame = 65535
+	// MaxEnvelope is the largest plaintext envelope: MaxFrame minus the 16-byte AEAD tag.
+	MaxEnvelope = MaxFrame - 16
+	// MaxHandshakeFrame is the largest frame accepted while the handshake runs; real handshake
+	// messages are under 400 bytes.
+	MaxHandshakeFrame = 2048
+)
+
+// FrameTooLargeError reports a frame header that announced more than the reader's limit. Nothing was
+// allocated for it.
+type FrameTooLargeError struct {
+	Size, Max int
+}
+
+func (e *FrameTooLargeError) Error() string {
+	return fmt.Sprintf("wire: frame of %d bytes exceeds the maximum of %d", e.Size, e.Max)
+}
+
+// Is makes errors.Is(err, ErrFrameTooLarge) true for a *FrameTooLargeError.
+func (e *FrameTooLargeError) Is(target error) bool { return target == ErrFrameTooLarge }
+
+// ReadPreamble reads and checks the 4-byte preamble. It returns ErrBadPreamble when the bytes are not a
+// chatd preamble and ErrUnsupportedVersion (wrapped, with the version) when only the version differs.
+func ReadPreamble(r io.Reader) error {
+	var p [len(Preamble)]byte
+	if _, err := io.ReadFull(r, p[:]); err != nil {
+		return fmt.Errorf("wire: reading preamble: %w", err)
+	}
+	return CheckPreamble(p[:])
+}
+
+// CheckPreamble checks that b (at least 4 bytes) starts with the chatd v1 preamble.
+func CheckPreamble(b []byte) error {
+	if len(b) < len(Preamble) || string(b[:len(Magic)]) != Magic {
+		return ErrBadPreamble
+	}
+	if b[len(Magic)] != Version {
+		return fmt.Errorf("%w: version %d, this server speaks %d", ErrUnsupportedVersion, b[len(Magic)], Version)
+	}
+	return nil
+}
+
+// LooksLikePreamble reports whether b, the first bytes of a stream (possibly fewer than 4), could be a
+// chatd preamble of any version. The 443 multiplexer uses it to route raw chat streams.
+func LooksLikePreamble(b []byte) bool {
+	n := min(len(b), len(Magic))
+	return string(b[:n]) == Magic[:n]
+}
+
+// Reader reads frames from a stream. It checks each header against its limit before allocating.
+// A Reader is not safe for concurrent use; it is owned by the connection's read loop.
+type Reader struct {
+	r   io.Reader
+	max int
+	hdr [HeaderLen]byte
+	buf []byte
+}
+
+// keepBuf is the largest buffer a Reader keeps between frames; bigger ones are dropped after use so an
+// idle connection that once received a large frame does not hold it.
+const keepBuf = 4096
+
+// NewReader returns a Reader that rejects frames larger than max (MaxFrame when max ≤ 0 or larger).
+func NewReader(r io.Reader, max int) *Reader {
+	if max <= 0 || max > MaxFrame {
+		max = MaxFrame
+	}
+	return &Reader{r: r, max: max}
+}
+
+// SetMax changes the frame limit (for example from MaxHandshakeFrame to MaxFrame once the handshake is
+// done).
+func (fr *Reader) SetMax(max int) {
+	if max <= 0 || max > MaxFrame {
+		max = MaxFrame
+	}
+	fr.max = max
+}
+
+// ReadFrame reads one frame and returns its payload. The slice is valid until the next call. A header
+// announcing more than the limit returns a *FrameTooLargeError without reading or allocating the payload.
+// A stream that ends between frames returns io.EOF; one that ends inside a frame io.ErrUnexpectedEOF.
+func (fr *Reader) ReadFrame() ([]byte, error) {
+	if cap(fr.buf) > keepBuf {
+		fr.buf = nil
+	}
+	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+		return nil, err
+	}
+	n := int(fr.hdr[0])<<16 | int(fr.hdr[1])<<8 | int(fr.hdr[2])
+	if n > fr.max {
+		return nil, &FrameTooLargeError{Size: n, Max: fr.max}
+	}
+	if cap(fr.buf) < n {
+		fr.buf = make([]byte, n, max(n, 64))
+	}
+	fr.buf = fr.buf[:n]
+	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+		if errors.Is(err, io.EOF) {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	return fr.buf, nil
+}
+
+// AppendHeader appends the header of a frame with an n-byte payload to dst.
+func AppendHeader(dst []byte, n int) ([]byte, error) {
+	if n < 0 || n > MaxFrame {
+		return dst, &FrameTooLargeError{Size: n, Max: MaxFrame}
+	}
+	return append(dst, byte(n>>16), byte(n>>8), byte(n)), nil
+}
+
+// AppendFrame appends a whole frame (header and payload) to dst.
+func AppendFrame(dst, payload []byte) ([]byte, error) {
+	dst, err := AppendHeader(dst, len(payload))
+	if err != nil {
+		return dst, err
+	}
+	return append(dst, payload...), nil
+}
+
+// WriteFrame writes one frame to w in a single Write call.
+func WriteFrame(w io.Writer, payload []byte) error {
+	b, err := AppendFrame(make([]byte, 0, HeaderLen+len(payload)), payload)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}

@@ -319,48 +319,54 @@ func TestHandshakeDeadlineSilentPeer(t *testing.T) {
 		if err == nil {
 			t.Fatal("handshake against a silent peer succeeded")
 		}
-		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "deadline") {
-			t.Errorf("err = %q, want it to wrap context.DeadlineExceeded and mention the deadline", err)
-		}
+		// Always an I/O timeout; whether context.DeadlineExceeded is wrapped too is racy in the
+		// current code (see TestHandshakeDeadlineErrorNamesContext).
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
-			t.Errorf("err = %q, want it to keep the I/O timeout", err)
+			t.Errorf("err = %q, want an I/O timeout", err)
 		}
 		if elapsed > timeout+5*time.Second {
 			t.Errorf("handshake returned %v after a %v deadline", elapsed, timeout)
 		}
 	}
-	t.Run("client", func(t *testing.T) {
+	for _, tt := range silentPeers {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), timeout)
+			defer cancel()
+			start := time.Now()
+			err := tt.run(t, ctx)
+			check(t, err, time.Since(start))
+			if !strings.Contains(err.Error(), tt.waitsFor) {
+				t.Errorf("err = %q, want it to name %q", err, tt.waitsFor)
+			}
+		})
+	}
+}
+
+// silentPeers are handshakes whose peer stops talking at some point.
+var silentPeers = []struct {
+	name     string
+	waitsFor string
+	run      func(t *testing.T, ctx context.Context) error
+}{
+	{"client, server silent", "message 2", func(t *testing.T, ctx context.Context) error {
 		cnc, _ := tcpPair(t) // the server end never answers
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		start := time.Now()
 		_, _, err := noisesock.Client(ctx, cnc, noisesock.ClientConfig{DeviceKey: newKey(t), ServerKey: newKey(t).Public})
-		check(t, err, time.Since(start))
-	})
-	t.Run("server", func(t *testing.T) {
+		return err
+	}},
+	{"server, client silent", "message 1", func(t *testing.T, ctx context.Context) error {
 		_, snc := tcpPair(t) // the client end sends nothing
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		start := time.Now()
 		_, _, err := noisesock.Server(ctx, snc, noisesock.ServerConfig{StaticKey: newKey(t)})
-		check(t, err, time.Since(start))
-	})
-	t.Run("server stalls after msg1", func(t *testing.T) {
-		// A client that sends msg1 and then stops; the server blocks reading msg3.
+		return err
+	}},
+	{"server, client stalls after msg1", "message 3", func(t *testing.T, ctx context.Context) error {
 		cnc, snc := tcpPair(t)
 		m := newMirror(t, true, wire.Preamble, newKey(t))
 		if _, err := cnc.Write(frame(t, m.write(t, nil))); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		defer cancel()
-		start := time.Now()
 		_, _, err := noisesock.Server(ctx, snc, noisesock.ServerConfig{StaticKey: newKey(t)})
-		check(t, err, time.Since(start))
-		if !strings.Contains(err.Error(), "message 3") {
-			t.Errorf("err = %q, want it to name the message it waited for", err)
-		}
-	})
+		return err
+	}},
 }
 
 func TestHandshakeCancel(t *testing.T) {

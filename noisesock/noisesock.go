@@ -24,6 +24,7 @@ import (
 	"github.com/flynn/noise"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/wire"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
@@ -37,12 +38,10 @@ const Protocol = "Noise_XX_25519_AESGCM_SHA256"
 // tagLen is the AEAD tag added to every transport message.
 const tagLen = 16
 
-// Keypair is an X25519 static key pair.
-type Keypair struct {
-	Private, Public [32]byte
-}
+// Keypair is an X25519 static key pair (a device key or the server key).
+type Keypair = pki.StaticKey
 
-func (k Keypair) dh() noise.DHKey {
+func dhKey(k Keypair) noise.DHKey {
 	return noise.DHKey{Private: k.Private[:], Public: k.Public[:]}
 }
 
@@ -161,7 +160,7 @@ func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello
 		Pattern:       noise.HandshakeXX,
 		Initiator:     true,
 		Prologue:      []byte(wire.Preamble),
-		StaticKeypair: cfg.DeviceKey.dh(),
+		StaticKeypair: dhKey(cfg.DeviceKey),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: %w", err)
@@ -243,7 +242,7 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 		Pattern:       noise.HandshakeXX,
 		Initiator:     false,
 		Prologue:      []byte(wire.Preamble),
-		StaticKeypair: cfg.StaticKey.dh(),
+		StaticKeypair: dhKey(cfg.StaticKey),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: %w", err)
@@ -304,13 +303,4 @@ func watch(ctx context.Context, nc net.Conn) (stop func()) {
 }
 
 // GenerateKeypair returns a new random X25519 key pair.
-func GenerateKeypair() (Keypair, error) {
-	k, err := CipherSuite.GenerateKeypair(nil)
-	if err != nil {
-		return Keypair{}, err
-	}
-	var kp Keypair
-	copy(kp.Private[:], k.Private)
-	copy(kp.Public[:], k.Public)
-	return kp, nil
-}
+func GenerateKeypair() (Keypair, error) { return pki.GenerateStaticKey() }

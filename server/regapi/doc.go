@@ -37,7 +37,9 @@
 // Codes are 6 digits from crypto/rand, stored only as salt || HMAC-SHA256
 // keyed with a 16-byte random salt over phone and code, and compared in
 // constant time. A code expires after Config.CodeTTL; after
-// Config.MaxVerifyAttempts wrong codes it is deleted. A code whose sending
+// Config.MaxVerifyAttempts wrong codes it is deleted. Every attempt is
+// counted in the store before the comparison, so parallel guesses get no
+// more comparisons than sequential ones. A code whose sending
 // fails is deleted at once. A correct code is deleted after the device is
 // bound.
 //

@@ -21,8 +21,6 @@ type apiError struct {
 	header  http.Header // extra headers (Retry-After)
 }
 
-func (e *apiError) Error() string { return e.code + ": " + e.message }
-
 func newAPIError(status int, code, format string, args ...any) *apiError {
 	return &apiError{status: status, code: code, message: fmt.Sprintf(format, args...)}
 }

@@ -26,21 +26,13 @@ const (
 	DefaultMaxBodyBytes        = 16 << 10
 )
 
-// Default rate limits used for zero Limit fields.
+// Default rate limits, used for zero Limit fields (documented on each
+// field). They are not exported so that nobody can change them at run time.
 var (
-	// DefaultCodeRequestsPerNumber: 3 codes at once, then one per 30 s.
-	DefaultCodeRequestsPerNumber = Limit{Every: 30 * time.Second, Burst: 3}
-	// DefaultCodeRequestsPerAddr: 20 code requests per minute per client
-	// address, all of them at once at most.
-	DefaultCodeRequestsPerAddr = Limit{Every: 3 * time.Second, Burst: 20}
-	// DefaultVerifyPerAddr: 30 verify attempts per minute per client
-	// address, all of them at once at most.
-	DefaultVerifyPerAddr = Limit{Every: 2 * time.Second, Burst: 30}
-	// DefaultVerifyPerNumber: 10 verify attempts at once per phone number,
-	// then one per 6 minutes. With 6-digit codes this is what stops a
-	// guesser who requests code after code: without it a number would take
-	// 5 guesses per code request.
-	DefaultVerifyPerNumber = Limit{Every: 6 * time.Minute, Burst: 10}
+	defaultCodeRequestsPerNumber = Limit{Every: 30 * time.Second, Burst: 3} // burst 3, then 1 per 30 s
+	defaultCodeRequestsPerAddr   = Limit{Every: 3 * time.Second, Burst: 20} // 20/min
+	defaultVerifyPerAddr         = Limit{Every: 2 * time.Second, Burst: 30} // 30/min
+	defaultVerifyPerNumber       = Limit{Every: 6 * time.Minute, Burst: 10} // burst 10, then 1 per 6 min
 )
 
 // Config configures a Handler. Only Store is required; every other zero
@@ -88,18 +80,22 @@ type Config struct {
 	// DefaultMaxVerifyAttempts (5) is used.
 	MaxVerifyAttempts int
 
-	// CodeRequestsPerNumber limits POST /v1/register/code per phone number
-	// (zero → DefaultCodeRequestsPerNumber: burst 3, then 1 per 30 s).
+	// CodeRequestsPerNumber limits POST /v1/register/code per phone number.
+	// If zero: 3 at once, then 1 per 30 s (Limit{30 * time.Second, 3}).
 	CodeRequestsPerNumber Limit
-	// CodeRequestsPerAddr limits POST /v1/register/code per client address
-	// (zero → DefaultCodeRequestsPerAddr: 20/min).
+	// CodeRequestsPerAddr limits POST /v1/register/code per client
+	// address, counting every request, even malformed ones. If zero: 20 per
+	// minute, all 20 at once at most (Limit{3 * time.Second, 20}).
 	CodeRequestsPerAddr Limit
-	// VerifyPerAddr limits POST /v1/register/verify per client address
-	// (zero → DefaultVerifyPerAddr: 30/min).
+	// VerifyPerAddr limits POST /v1/register/verify per client address,
+	// counting every request. If zero: 30 per minute, all 30 at once at most
+	// (Limit{2 * time.Second, 30}).
 	VerifyPerAddr Limit
 	// VerifyPerNumber limits POST /v1/register/verify per phone number,
-	// counted once the request is well-formed (zero →
-	// DefaultVerifyPerNumber: burst 10, then 1 per 6 min).
+	// counting well-formed requests. If zero: 10 at once, then 1 per 6 min
+	// (Limit{6 * time.Minute, 10}). With 6-digit codes this is what stops a
+	// guesser who requests code after code, each good for
+	// MaxVerifyAttempts guesses.
 	VerifyPerNumber Limit
 	// The client address is r.RemoteAddr (X-Forwarded-For is ignored): an
 	// IPv4 address, or the /64 of an IPv6 address.
@@ -174,10 +170,10 @@ func New(cfg Config) *Handler {
 		log:          cfg.Logger,
 		serverKey:    pki.FormatPublic(cfg.ServerStaticKey),
 		endpoints:    append([]Endpoint{}, cfg.ChatEndpoints...),
-		codeNumber:   newKeyedLimiter(cfg.CodeRequestsPerNumber.orDefault(DefaultCodeRequestsPerNumber), cfg.MaxLimiterKeys),
-		codeAddr:     newKeyedLimiter(cfg.CodeRequestsPerAddr.orDefault(DefaultCodeRequestsPerAddr), cfg.MaxLimiterKeys),
-		verifyAddr:   newKeyedLimiter(cfg.VerifyPerAddr.orDefault(DefaultVerifyPerAddr), cfg.MaxLimiterKeys),
-		verifyNumber: newKeyedLimiter(cfg.VerifyPerNumber.orDefault(DefaultVerifyPerNumber), cfg.MaxLimiterKeys),
+		codeNumber:   newKeyedLimiter(cfg.CodeRequestsPerNumber.orDefault(defaultCodeRequestsPerNumber), cfg.MaxLimiterKeys),
+		codeAddr:     newKeyedLimiter(cfg.CodeRequestsPerAddr.orDefault(defaultCodeRequestsPerAddr), cfg.MaxLimiterKeys),
+		verifyAddr:   newKeyedLimiter(cfg.VerifyPerAddr.orDefault(defaultVerifyPerAddr), cfg.MaxLimiterKeys),
+		verifyNumber: newKeyedLimiter(cfg.VerifyPerNumber.orDefault(defaultVerifyPerNumber), cfg.MaxLimiterKeys),
 	}
 	if len(cfg.OperatorKey) > 0 {
 		h.operKey = base64.StdEncoding.EncodeToString(cfg.OperatorKey)

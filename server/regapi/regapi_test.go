@@ -498,3 +498,41 @@ func TestRunStops(t *testing.T) {
 		t.Fatalf("Run = %v, want context.Canceled", err)
 	}
 }
+
+func TestParallelGuessesShareTheAttemptBudget(t *testing.T) {
+	e := newEnv(t, nil)
+	const num = "15551234567"
+	e.requestCode(num, "")
+	code := e.sender.code(t, num)
+	wrong := fmt.Sprintf("%06d", (mustAtoi(t, code)+1)%1_000_000)
+	key := newDeviceKey(t)
+	b, _ := json.Marshal(regtypes.VerifyRequest{Phone: num, Code: wrong, DevicePublicKey: key})
+
+	const n = 20
+	codes := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			resp, err := e.srv.Client().Post(e.srv.URL+"/v1/register/verify", "application/json", bytes.NewReader(b))
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var er regtypes.ErrorResponse
+			_ = json.NewDecoder(resp.Body).Decode(&er)
+			codes[i] = er.Error.Code
+		})
+	}
+	wg.Wait()
+	count := map[string]int{}
+	for _, c := range codes {
+		count[c]++
+	}
+	if count[regtypes.CodeWrongCode] != DefaultMaxVerifyAttempts-1 ||
+		count[regtypes.CodeWrongCode]+count[regtypes.CodeTooManyAttempts]+count[regtypes.CodeNoPendingCode] != n {
+		t.Fatalf("answers %v: want exactly %d wrong_code, the rest too_many_attempts or no_pending_code", count, DefaultMaxVerifyAttempts-1)
+	}
+	r := e.post("/v1/register/verify", regtypes.VerifyRequest{Phone: num, Code: code, DevicePublicKey: key})
+	e.wantError(r, http.StatusNotFound, regtypes.CodeNoPendingCode)
+}

@@ -183,18 +183,20 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) *apiError {
 		return newAPIError(http.StatusGone, regtypes.CodeCodeExpired,
 			"The verification code has expired; request a new one with POST /v1/register/code.")
 	}
-	if pending.Attempts >= h.cfg.MaxVerifyAttempts {
+	// Count the attempt before comparing: IncCodeAttempts is atomic, so
+	// parallel guesses cannot get more than MaxVerifyAttempts comparisons.
+	n, err := h.cfg.Store.IncCodeAttempts(ctx, num)
+	if errors.Is(err, store.ErrNotFound) { // deleted meanwhile by a concurrent request
+		return errNoPendingCode()
+	}
+	if err != nil {
+		return h.internal(ctx, "count verification attempt", err)
+	}
+	if n > h.cfg.MaxVerifyAttempts {
 		h.deleteCode(ctx, num)
 		return errTooManyAttempts()
 	}
 	if !codeMatches(pending.Hash, num, code) {
-		n, err := h.cfg.Store.IncCodeAttempts(ctx, num)
-		if errors.Is(err, store.ErrNotFound) { // deleted meanwhile by a concurrent request
-			return errNoPendingCode()
-		}
-		if err != nil {
-			return h.internal(ctx, "count verification attempt", err)
-		}
 		left := h.cfg.MaxVerifyAttempts - n
 		if left <= 0 {
 			h.deleteCode(ctx, num)

@@ -215,3 +215,23 @@ func TestStatsAndQueueDepth(t *testing.T) {
 	}
 	check(2, 3, 2) // + delivered receipt for phone(2)
 }
+
+func TestCanceledContextStoresNothing(t *testing.T) {
+	s, _ := openTest(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := s.SaveMessage(ctx, Message{From: phone(1), To: phone(2), ClientID: "c"}); err == nil {
+		t.Fatal("SaveMessage with a canceled context succeeded")
+	}
+	if _, err := s.MarkRead(ctx, phone(2), []int64{1}); err == nil {
+		t.Fatal("MarkRead with a canceled context succeeded")
+	}
+	if _, msgs, queued, _ := s.Stats(context.Background()); msgs != 0 || queued != 0 {
+		t.Fatalf("canceled save stored %d messages, %d items", msgs, queued)
+	}
+	// The writer connection is still usable afterwards.
+	m := save(t, s, phone(1), phone(2), "c")
+	if got := pending(t, s, phone(2)); len(got) != 1 || got[0].Message.ID != m.ID {
+		t.Fatalf("after cancellation: %+v", got)
+	}
+}

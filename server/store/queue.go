@@ -192,6 +192,7 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 			if _, err := enq.ExecContext(ctx, sender, mid, ReceiptDelivered, now); err != nil {
 				return fmt.Errorf("store: enqueue receipt: %w", err)
 			}
+			n.add(sender)
 		}
 		return nil
 	})

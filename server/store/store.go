@@ -183,6 +183,12 @@ func migrate(ctx context.Context, db *sql.DB) error {
 	if err != nil {
 		return err
 	}
+	return runMigrations(ctx, db, ms)
+}
+
+// runMigrations applies ms (versions 1..len(ms), in order) above the
+// database's current user_version.
+func runMigrations(ctx context.Context, db *sql.DB, ms []migration) error {
 	for _, m := range ms {
 		if err := applyMigration(ctx, db, m, len(ms)); err != nil {
 			return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -204,6 +205,55 @@ func TestMigrationsSQLIsIdempotent(t *testing.T) {
 	}
 	if _, err := s.Account(ctx, phone(1)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The runner applies each migration once, in order, and never again: checked
+// with synthetic migrations that would fail if re-run or run out of order.
+func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := context.Background()
+	base, err := loadMigrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := len(base)
+	ms := append(slices.Clone(base),
+		migration{version: n + 1, name: "extra_table", sql: `CREATE TABLE extra (x INTEGER)`},
+		migration{version: n + 2, name: "extra_column", sql: `ALTER TABLE extra ADD COLUMN y TEXT; INSERT INTO extra VALUES (1, 'a')`},
+	)
+	if err := runMigrations(ctx, s.w, ms); err != nil {
+		t.Fatalf("applying %d migrations: %v", len(ms), err)
+	}
+	if v := pragmaInt(t, s.w, "user_version"); v != n+2 {
+		t.Fatalf("user_version = %d, want %d", v, n+2)
+	}
+	for i := range 2 { // re-running must not execute anything (both would fail or duplicate the row)
+		if err := runMigrations(ctx, s.w, ms); err != nil {
+			t.Fatalf("re-run #%d: %v", i, err)
+		}
+	}
+	var rows int
+	if err := s.w.QueryRow(`SELECT count(*) FROM extra`).Scan(&rows); err != nil || rows != 1 {
+		t.Fatalf("extra has %d rows (%v), want 1: a migration ran twice", rows, err)
+	}
+	// A failing migration rolls back entirely, user_version included.
+	bad := append(slices.Clone(ms), migration{version: n + 3, name: "bad",
+		sql: `CREATE TABLE half (x); INSERT INTO nosuchtable VALUES (1)`})
+	if err := runMigrations(ctx, s.w, bad); err == nil {
+		t.Fatal("failing migration reported success")
+	}
+	if v := pragmaInt(t, s.w, "user_version"); v != n+2 {
+		t.Fatalf("user_version after failed migration = %d, want %d", v, n+2)
+	}
+	var half int
+	s.w.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'half'`).Scan(&half)
+	if half != 0 {
+		t.Fatal("failed migration left a table behind")
+	}
+	// This binary only knows base: the database is now too new for it.
+	if err := runMigrations(ctx, s.w, base); !errors.Is(err, ErrSchemaTooNew) {
+		t.Fatalf("older binary: err = %v, want ErrSchemaTooNew", err)
 	}
 }
 

@@ -109,7 +109,8 @@ func TestHandshakeSuccessAsContextEnds(t *testing.T) {
 // A client whose msg1 carries a low-order (all-zero) ephemeral key is a bad handshake message from
 // the peer, like any other: Server must report ErrHandshake so the session layer counts it as
 // HANDSHAKE_FAILED. Today the X25519 failure surfaces from WriteMessage as "writing handshake
-// message 2: bad input point: low order point", which does not match ErrHandshake.
+// message 2: crypto/ecdh: bad X25519 remote ECDH input: low order point", which does not match
+// ErrHandshake.
 func TestServerLowOrderEphemeral(t *testing.T) {
 	knownBug(t, "a low-order client ephemeral key is not reported as ErrHandshake")
 	cnc, snc := tcpPair(t)

@@ -185,7 +185,7 @@ func Start(cfg Config) (n *Node, err error) {
 	n.Store = st
 	defer func() {
 		if err != nil {
-			n.closeAll()
+			st.Close()
 		}
 	}()
 
@@ -320,12 +320,6 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		err = errors.Join(errs...)
 	})
 	return err
-}
-
-func (n *Node) closeAll() {
-	if n.Store != nil {
-		n.Store.Close()
-	}
 }
 
 func ignoreClosed(err error) error {

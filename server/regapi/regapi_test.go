@@ -115,6 +115,13 @@ func TestBusinessRegistration(t *testing.T) {
 	if err != nil || !acct.Business || acct.DisplayName != "Acme Widgets" {
 		t.Fatalf("stored account %+v %v", acct, err)
 	}
+
+	// Registering the business number again without its certificate would lose the verified name.
+	r = e.post("/v1/register/code", regtypes.CodeRequest{Phone: "+442079460018"})
+	e.wantError(r, http.StatusForbidden, regtypes.CodeBusinessCertRequired)
+	if cr := e.requestCode("+442079460018", cert); cr.VName != "Acme Widgets" {
+		t.Fatalf("re-registration with the certificate: %+v", cr)
+	}
 }
 
 func TestConfigEndpoint(t *testing.T) {

@@ -66,6 +66,16 @@ func (h *Handler) codeRequest(w http.ResponseWriter, r *http.Request) *apiError 
 				"The business certificate is for +%s, not +%s; request the code for the certificate's number or use that number's certificate.", cert.Phone, num)
 		}
 		business, vname = true, cert.DisplayName
+	} else {
+		// A business account stays one: registering its number again (a new device) needs the
+		// certificate, else the verified name would silently be lost.
+		switch acct, err := h.cfg.Store.Account(ctx, num); {
+		case err == nil && acct.Business:
+			return newAPIError(http.StatusForbidden, regtypes.CodeBusinessCertRequired,
+				"+%s is registered as a business; request the code with its business certificate.", num)
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return h.internal(ctx, "look up account", err)
+		}
 	}
 
 	if e := limited(h.codeNumber, num, now, "code requests for this number"); e != nil {

@@ -108,6 +108,7 @@ const (
 	CodeCertNotYetValid      = "cert_not_yet_valid"     // 400
 	CodeCertPhoneMismatch    = "cert_phone_mismatch"    // 400
 	CodeBusinessDisabled     = "business_disabled"      // 403: the server has no operator key
+	CodeBusinessCertRequired = "business_cert_required" // 403: the number is a business account; send its certificate
 	CodeRateLimited          = "rate_limited"           // 429, with a Retry-After header in seconds
 	CodeSendFailed           = "send_failed"            // 502
 	CodeInvalidCode          = "invalid_code"           // 400: not 6 digits

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/noisesock"
+	"github.com/chatd-dev/chatd/wire"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -203,8 +204,7 @@ func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
 	for {
 		c.setState(Connecting, "", "")
-		started := time.Now()
-		err := c.connectOnce(ctx)
+		up, err := c.connectOnce(ctx)
 		if ctx.Err() != nil {
 			c.setState(Disconnected, "client_closed", "")
 			return nil
@@ -219,8 +219,8 @@ func (c *Client) Run(ctx context.Context) error {
 			return err
 		}
 		c.setState(Disconnected, closeName(err), errString(err))
-		if time.Since(started) >= c.cfg.StableAfter {
-			attempt = 0
+		if up >= c.cfg.StableAfter {
+			attempt = 0 // a connection that lasted is not a flapping one
 		}
 		delay := max(backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff), retryAfter)
 		attempt++
@@ -297,6 +297,15 @@ func (c *Client) Send(ctx context.Context, to, clientID string, content *chatdpb
 	if clientID == "" {
 		clientID = NewClientID()
 	}
+	// Refuse here what the server would refuse, rather than resend it on every connection.
+	switch {
+	case len(clientID) > wire.MaxClientIDLen:
+		return SendResult{}, fmt.Errorf("%w: client id of %d bytes exceeds %d", ErrRejected, len(clientID), wire.MaxClientIDLen)
+	case content == nil:
+		return SendResult{}, fmt.Errorf("%w: no content", ErrRejected)
+	case len(content.GetBody()) > wire.MaxContentLen:
+		return SendResult{}, fmt.Errorf("%w: content of %d bytes exceeds %d", ErrRejected, len(content.GetBody()), wire.MaxContentLen)
+	}
 	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_Send{Send: &chatdpb.Send{ClientId: clientID, To: to, Content: content}}}
 	res, err := c.do(ctx, "send:"+clientID, env)
 	if err != nil {
@@ -308,6 +317,9 @@ func (c *Client) Send(ctx context.Context, to, clientID string, content *chatdpb
 // MarkRead tells the server that the messages with these server ids (addressed to this account) were
 // read; their senders get read receipts. It waits for the server's acknowledgement across reconnects.
 func (c *Client) MarkRead(ctx context.Context, serverIDs ...uint64) error {
+	if len(serverIDs) > wire.MaxIDsPerMarkRead {
+		return fmt.Errorf("%w: %d ids exceed %d per read mark", ErrRejected, len(serverIDs), wire.MaxIDsPerMarkRead)
+	}
 	id := c.newRequestID()
 	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_MarkRead{MarkRead: &chatdpb.MarkRead{RequestId: id, ServerIds: serverIDs}}}
 	_, err := c.do(ctx, fmt.Sprintf("req:%d", id), env)
@@ -316,6 +328,9 @@ func (c *Client) MarkRead(ctx context.Context, serverIDs ...uint64) error {
 
 // Lookup asks the server which of phones are registered accounts.
 func (c *Client) Lookup(ctx context.Context, phones ...string) ([]*chatdpb.Contact, error) {
+	if len(phones) > wire.MaxContactsPerQuery {
+		return nil, fmt.Errorf("%w: %d phones exceed %d per lookup", ErrRejected, len(phones), wire.MaxContactsPerQuery)
+	}
 	id := c.newRequestID()
 	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_ContactQuery{ContactQuery: &chatdpb.ContactQuery{RequestId: id, Phones: phones}}}
 	res, err := c.do(ctx, fmt.Sprintf("req:%d", id), env)

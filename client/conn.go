@@ -25,6 +25,8 @@ type conn struct {
 	c  *Client
 	nc net.Conn
 	sc *noisesock.Conn
+	// pingInterval is the configured interval, lowered to the one the server enforces.
+	pingInterval time.Duration
 
 	out  chan *chatdpb.Envelope // envelopes for the writer
 	poke chan struct{}          // capacity 1: acks are waiting
@@ -62,19 +64,21 @@ func (c *Client) dial(ctx context.Context) (net.Conn, string, error) {
 	return nil, "", fmt.Errorf("client: dial: %w", errors.Join(errs...))
 }
 
-// connectOnce dials, handshakes, logs in and serves one connection until it ends.
-func (c *Client) connectOnce(ctx context.Context) error {
+// connectOnce dials, handshakes, logs in and serves one connection until it ends. It returns how long
+// the connection was logged in (0 if it never was) and why it ended.
+func (c *Client) connectOnce(ctx context.Context) (time.Duration, error) {
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
 	nc, addr, err := c.dial(dctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	cn, res, err := c.login(dctx, nc, addr)
 	if err != nil {
 		nc.Close()
-		return err
+		return 0, err
 	}
+	loggedIn := time.Now()
 	c.mu.Lock()
 	if c.status.Phone != "" {
 		c.status.Reconnects++
@@ -95,9 +99,9 @@ func (c *Client) connectOnce(ctx context.Context) error {
 	<-cn.writerDone
 	c.detach(cn)
 	if errors.Is(cn.err, errClientClosed) {
-		return nil
+		return time.Since(loggedIn), nil
 	}
-	return cn.err
+	return time.Since(loggedIn), cn.err
 }
 
 // login runs the handshake and reads the LoginResult.
@@ -149,13 +153,17 @@ func (c *Client) login(ctx context.Context, nc net.Conn, addr string) (*conn, *c
 	}
 	nc.SetDeadline(time.Time{})
 	cn := &conn{
-		c:          c,
-		nc:         nc,
-		sc:         sc,
-		out:        make(chan *chatdpb.Envelope, 256),
-		poke:       make(chan struct{}, 1),
-		done:       make(chan struct{}),
-		writerDone: make(chan struct{}),
+		c:            c,
+		nc:           nc,
+		sc:           sc,
+		pingInterval: c.cfg.PingInterval,
+		out:          make(chan *chatdpb.Envelope, 256),
+		poke:         make(chan struct{}, 1),
+		done:         make(chan struct{}),
+		writerDone:   make(chan struct{}),
+	}
+	if srv := time.Duration(res.GetPingIntervalMs()) * time.Millisecond; srv > 0 && cn.pingInterval > srv {
+		cn.pingInterval = srv // the server clamped ours: ping as often as it expects
 	}
 	cn.lastRecv.Store(time.Now().UnixNano())
 	return cn, res, nil
@@ -395,10 +403,9 @@ func (cn *conn) writeLoop() {
 }
 
 func (cn *conn) jitteredInterval() time.Duration {
-	cfg := &cn.c.cfg
-	if cfg.PingInterval <= 0 {
+	if cn.pingInterval <= 0 {
 		return 0
 	}
-	j := cfg.PingJitter
-	return cfg.PingInterval - j + rand.N(2*j+1)
+	j := min(cn.c.cfg.PingJitter, cn.pingInterval/5)
+	return cn.pingInterval - j + rand.N(2*j+1)
 }

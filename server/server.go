@@ -59,8 +59,8 @@ type Config struct {
 	// MinPingInterval is the shortest ping interval a client may announce; shorter ones are raised to
 	// it. If zero, 5 s. (Tests lower it to see idle timeouts quickly.)
 	MinPingInterval time.Duration
-	// ShutdownRetryAfter is the "retry after" hint sent with SERVER_SHUTDOWN; clients add jitter. If
-	// zero, 2 s.
+	// ShutdownRetryAfter is the "retry after" hint sent with SERVER_SHUTDOWN; each session gets a
+	// random value between 1 and 2 times it, so clients do not return in one wave. If zero, 2 s.
 	ShutdownRetryAfter time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -253,6 +253,17 @@ func (s *Server) wake(phones ...string) {
 		if sess := s.sessions[p]; sess != nil {
 			sess.wakeWriter()
 		}
+	}
+}
+
+// DeviceChanged ends phone's live session if it was opened with another device key than devicePub:
+// the number was registered again on a new device, and the old one must not keep receiving.
+func (s *Server) DeviceChanged(phone string, devicePub [32]byte) {
+	s.mu.Lock()
+	sess := s.sessions[phone]
+	s.mu.Unlock()
+	if sess != nil && sess.conn.PeerStatic() != devicePub {
+		sess.close(chatdpb.CloseReason_REPLACED, "the number was registered on another device", 0)
 	}
 }
 

@@ -445,3 +445,41 @@ func TestShutdownSendsRetryAfter(t *testing.T) {
 	}
 	_ = c
 }
+
+func TestReRegistrationEndsOldDeviceSession(t *testing.T) {
+	ts := startServer(t, nil)
+	old := ts.connect(t, ts.register(t, "15550000001"), nil)
+	// The number is registered again on another device (what regapi does after a verify).
+	newKey := ts.register(t, "15550000001")
+	ts.srv.DeviceChanged("15550000001", newKey.Public)
+	if err := waitErr(t, old.runErr); !errors.Is(err, client.ErrUnknownDevice) {
+		t.Fatalf("old device: %v, want ErrUnknownDevice after being replaced", err)
+	}
+	// The new device logs in; the same key again does not kick it.
+	c := ts.connect(t, newKey, nil)
+	ts.srv.DeviceChanged("15550000001", newKey.Public)
+	if _, err := c.Lookup(ctxT(t), "15550000001"); err != nil || c.Status().Reconnects != 0 {
+		t.Fatalf("new device disturbed: %v, %+v", err, c.Status())
+	}
+}
+
+func TestFromBusinessFlag(t *testing.T) {
+	ts := startServer(t, nil)
+	biz, _ := noisesock.GenerateKeypair()
+	if _, err := ts.st.RegisterDevice(context.Background(), store.Account{Phone: "15550000009", Business: true, DisplayName: "Acme", DevicePub: biz.Public[:]}); err != nil {
+		t.Fatal(err)
+	}
+	b := ts.connect(t, biz, nil)
+	cust := ts.connect(t, ts.register(t, "15550000001"), nil)
+	if _, err := b.Send(ctxT(t), "15550000001", "b1", text("hello from acme")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cust.Send(ctxT(t), "15550000009", "c1", text("hi acme")); err != nil {
+		t.Fatal(err)
+	}
+	cust.rec.waitFor(t, "business message", func() bool { return len(cust.rec.msgs) == 1 })
+	b.rec.waitFor(t, "customer message", func() bool { return len(b.rec.msgs) == 1 })
+	if !cust.rec.msgs[0].GetFromBusiness() || b.rec.msgs[0].GetFromBusiness() {
+		t.Fatalf("from_business: customer saw %v, business saw %v", cust.rec.msgs[0].GetFromBusiness(), b.rec.msgs[0].GetFromBusiness())
+	}
+}

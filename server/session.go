@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/phone"
@@ -57,12 +58,16 @@ type session struct {
 func newSession(srv *Server, nc net.Conn) *session {
 	port, tr := transport.Label(nc)
 	srv.metrics.accepted.WithLabelValues(portLabel(port), tr).Inc()
+	accepted := srv.now()
+	if tc, ok := nc.(*transport.Conn); ok && !tc.Accepted.IsZero() {
+		accepted = tc.Accepted // the 443 multiplexer's sniffing and TLS count against the deadline
+	}
 	return &session{
 		srv:        srv,
 		nc:         nc,
 		port:       port,
 		transport:  tr,
-		accepted:   srv.now(),
+		accepted:   accepted,
 		log:        srv.log.With("remote", nc.RemoteAddr().String(), "port", port, "transport", tr),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
@@ -178,6 +183,7 @@ func (s *session) handshake() error {
 		}
 		s.srv.metrics.logins.WithLabelValues("error").Inc()
 		s.log.Error("login: store", "err", err)
+		s.writeDirect(closeEnvelope(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second))
 		s.close(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second)
 		return err
 	}
@@ -380,7 +386,7 @@ func (s *session) handleAck(ctx context.Context, seqs []uint64) error {
 
 func (s *session) handleMarkRead(ctx context.Context, m *chatdpb.MarkRead) error {
 	if len(m.GetServerIds()) > wire.MaxIDsPerMarkRead {
-		return fmt.Errorf("mark read with %d ids exceeds %d", len(m.GetServerIds()), wire.MaxIDsPerMarkRead)
+		return s.replyError(m.GetRequestId(), "too_many_ids", fmt.Sprintf("at most %d ids per read mark", wire.MaxIDsPerMarkRead))
 	}
 	ids := make([]int64, len(m.GetServerIds()))
 	for i, id := range m.GetServerIds() {
@@ -397,9 +403,12 @@ func (s *session) handleMarkRead(ctx context.Context, m *chatdpb.MarkRead) error
 
 func (s *session) handleContacts(ctx context.Context, q *chatdpb.ContactQuery) error {
 	if len(q.GetPhones()) > wire.MaxContactsPerQuery {
-		return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_Error{Error: &chatdpb.Error{
-			RequestId: q.GetRequestId(), Code: "too_many_contacts",
-			Message: fmt.Sprintf("at most %d phones per query", wire.MaxContactsPerQuery)}}})
+		return s.replyError(q.GetRequestId(), "too_many_contacts", fmt.Sprintf("at most %d phones per query", wire.MaxContactsPerQuery))
+	}
+	for _, in := range q.GetPhones() {
+		if len(in) > wire.MaxContactInputLen {
+			return s.replyError(q.GetRequestId(), "invalid_contact", fmt.Sprintf("a phone number of %d bytes exceeds %d", len(in), wire.MaxContactInputLen))
+		}
 	}
 	res := &chatdpb.ContactResult{RequestId: q.GetRequestId(), Contacts: make([]*chatdpb.Contact, len(q.GetPhones()))}
 	valid := make([]string, 0, len(q.GetPhones()))
@@ -419,11 +428,27 @@ func (s *session) handleContacts(ctx context.Context, q *chatdpb.ContactQuery) e
 		if a, ok := found[c.Phone]; ok && c.Phone != "" {
 			c.Registered, c.Business = true, a.Business
 			if a.Business {
-				c.DisplayName = a.DisplayName
+				c.DisplayName = truncate(a.DisplayName, wire.MaxDisplayNameLen)
 			}
 		}
 	}
 	return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_ContactResult{ContactResult: res}})
+}
+
+// replyError answers request id with an Error envelope; the connection stays open.
+func (s *session) replyError(id uint64, code, msg string) error {
+	return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_Error{Error: &chatdpb.Error{RequestId: id, Code: code, Message: msg}}})
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 func (s *session) storeFailed(op string, err error) error {
@@ -458,7 +483,7 @@ func (s *session) writeLoop(first *chatdpb.Envelope) {
 		}
 		select {
 		case <-s.done:
-			s.writeClose(buf, scratch)
+			s.writeClose(buf, scratch) // buf may hold the login result, which must precede the Close
 			return
 		case env := <-s.out:
 			if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
@@ -516,13 +541,17 @@ func (s *session) appendPending(buf, scratch []byte, lastSeq int64) ([]byte, []b
 	if err != nil {
 		return buf, scratch, lastSeq, err
 	}
+	businesses, err := s.businessSenders(items)
+	if err != nil {
+		return buf, scratch, lastSeq, err
+	}
 	s.mu.Lock()
 	for _, it := range items {
 		s.inflight[uint64(it.Seq)] = struct{}{}
 	}
 	s.mu.Unlock()
 	for _, it := range items {
-		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it)); err != nil {
+		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it, businesses[it.Message.From])); err != nil {
 			return buf, scratch, lastSeq, err
 		}
 		lastSeq = it.Seq
@@ -537,7 +566,7 @@ func (s *session) writeClose(buf, scratch []byte) {
 	if s.reason == chatdpb.CloseReason_CONNECTION_LOST || s.reason == chatdpb.CloseReason_WRITE_TIMEOUT {
 		return
 	}
-	buf, _, err := s.conn.AppendEnvelope(buf[:0], scratch, closeEnvelope(s.reason, s.detail, s.retry))
+	buf, _, err := s.conn.AppendEnvelope(buf, scratch, closeEnvelope(s.reason, s.detail, s.retry))
 	if err != nil {
 		return
 	}
@@ -545,16 +574,41 @@ func (s *session) writeClose(buf, scratch []byte) {
 	s.nc.Write(buf)
 }
 
-func deliverEnvelope(it store.Item) *chatdpb.Envelope {
+// businessSenders reports which senders of the messages in items are business accounts.
+func (s *session) businessSenders(items []store.Item) (map[string]bool, error) {
+	var senders []string
+	seen := map[string]bool{}
+	for _, it := range items {
+		if it.Kind == store.ItemMessage && !seen[it.Message.From] {
+			seen[it.Message.From] = true
+			senders = append(senders, it.Message.From)
+		}
+	}
+	if len(senders) == 0 {
+		return nil, nil
+	}
+	accts, err := s.srv.cfg.Store.LookupAccounts(context.Background(), senders)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]bool, len(accts))
+	for p, a := range accts {
+		out[p] = a.Business
+	}
+	return out, nil
+}
+
+func deliverEnvelope(it store.Item, fromBusiness bool) *chatdpb.Envelope {
 	d := &chatdpb.Deliver{Seq: uint64(it.Seq)}
 	switch it.Kind {
 	case store.ItemMessage:
 		m := it.Message
 		d.Item = &chatdpb.Deliver_Message{Message: &chatdpb.Message{
-			ServerId:    uint64(m.ID),
-			From:        m.From,
-			TimestampMs: m.CreatedAt.UnixMilli(),
-			Content:     &chatdpb.Content{Version: m.ContentVersion, Body: m.Content},
+			ServerId:     uint64(m.ID),
+			From:         m.From,
+			TimestampMs:  m.CreatedAt.UnixMilli(),
+			Content:      &chatdpb.Content{Version: m.ContentVersion, Body: m.Content},
+			FromBusiness: fromBusiness,
 		}}
 	case store.ItemReceipt:
 		r := it.Receipt

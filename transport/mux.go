@@ -34,6 +34,9 @@ type Conn struct {
 	Transport string
 	// Port is the local port the client connected to.
 	Port int
+	// Accepted is when the multiplexer accepted the TCP connection; the chat server's handshake
+	// deadline counts from it.
+	Accepted time.Time
 }
 
 // Label returns the connection's labels: the local port the client connected to and the transport.
@@ -137,7 +140,8 @@ func (m *Mux) sniffTimeout() time.Duration {
 
 func (m *Mux) route(c net.Conn) {
 	port := localPort(c)
-	c.SetDeadline(time.Now().Add(m.sniffTimeout()))
+	accepted := time.Now()
+	c.SetDeadline(accepted.Add(m.sniffTimeout()))
 	var first [1]byte
 	if _, err := io.ReadFull(c, first[:]); err != nil {
 		m.reject(c, reasonFor(err), err)
@@ -158,13 +162,25 @@ func (m *Mux) route(c net.Conn) {
 		c.SetDeadline(time.Time{})
 		if tc.ConnectionState().NegotiatedProtocol == ALPNChat {
 			// The chat server applies its own handshake deadline from here.
-			m.chat.deliver(&Conn{Conn: tc, Transport: TransportTLS, Port: port})
+			m.chat.deliver(&Conn{Conn: tc, Transport: TransportTLS, Port: port, Accepted: accepted})
 			return
 		}
 		m.https.deliver(tc)
 	case wire.LooksLikePreamble(first[:]):
+		// 'C' alone could be an HTTP CONNECT: route only a whole chatd magic. The version byte is
+		// left to the chat server, which answers a wrong one with its own close reason.
+		magic := make([]byte, len(wire.Magic))
+		magic[0] = first[0]
+		if _, err := io.ReadFull(c, magic[1:]); err != nil {
+			m.reject(c, reasonFor(err), err)
+			return
+		}
+		if !wire.LooksLikePreamble(magic) {
+			m.reject(c, "bad_preamble", fmt.Errorf("first bytes %q are neither TLS nor a chatd preamble", magic))
+			return
+		}
 		c.SetDeadline(time.Time{})
-		m.chat.deliver(&Conn{Conn: pc, Transport: TransportTCP, Port: port})
+		m.chat.deliver(&Conn{Conn: &prefixConn{Conn: c, prefix: magic}, Transport: TransportTCP, Port: port, Accepted: accepted})
 	default:
 		m.reject(c, "bad_preamble", fmt.Errorf("first byte %#02x is neither TLS nor a chatd preamble", first[0]))
 	}

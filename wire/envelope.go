@@ -12,7 +12,9 @@ import (
 const (
 	MaxClientIDLen      = 64    // Send.client_id
 	MaxContentLen       = 60000 // Content.body
-	MaxContactsPerQuery = 1000  // ContactQuery.phones
+	MaxContactsPerQuery = 256   // ContactQuery.phones (so that a ContactResult always fits one frame)
+	MaxContactInputLen  = 32    // each ContactQuery.phones entry
+	MaxDisplayNameLen   = 128   // Contact.display_name (longer names are cut)
 	MaxIDsPerMarkRead   = 1000  // MarkRead.server_ids
 	MaxSeqsPerAck       = 4096  // DeliverAck.seqs
 )

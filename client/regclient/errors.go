@@ -87,6 +87,9 @@ func (e *TLSError) Unwrap() error { return e.Err }
 const caFix = "if the server uses a private or development CA, give this client that CA's certificate file " +
 	"(chat: --ca FILE; a chatd in dev mode writes it to DATA/tls/ca.pem and prints its path at start-up)"
 
+// portFix is the advice for a port that does not speak TLS.
+const portFix = "check the URL's port: it must be the server's HTTPS port (443, or 8443 for a chatd in dev mode)"
+
 // tlsError classifies err as a TLS failure, or returns nil.
 func tlsError(host string, err error) *TLSError {
 	var (
@@ -115,9 +118,9 @@ func tlsError(host string, err error) *TLSError {
 	case errors.As(err, &cve):
 		return &TLSError{Host: host, Err: cve.Err, Problem: "the server's certificate could not be verified", Fix: caFix}
 	case errors.As(err, &record):
-		return &TLSError{Host: host, Err: record,
-			Problem: "the server did not answer with TLS",
-			Fix:     "check the URL's port: it must be the server's HTTPS port (443, or 8443 for a chatd in dev mode)"}
+		return &TLSError{Host: host, Err: record, Problem: "the server did not answer with TLS", Fix: portFix}
+	case strings.Contains(err.Error(), "server gave HTTP response to HTTPS client"): // net/http's own error, not wrapped
+		return &TLSError{Host: host, Err: unwrapURLError(err), Problem: "the server did not answer with TLS but plain HTTP", Fix: portFix}
 	}
 	return nil
 }

@@ -239,6 +239,8 @@ func Start(cfg Config) (n *Node, err error) {
 		IPListVersion: cfg.IPListVersion,
 		Only443:       cfg.Only443,
 		CodeTTL:       cfg.CodeTTL,
+		// A number registered on a new device: its old device's session ends.
+		OnDeviceRegistered: n.Server.DeviceChanged,
 	})
 
 	ctx, cancel := context.WithCancel(context.Background())

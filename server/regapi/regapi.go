@@ -112,6 +112,10 @@ type Config struct {
 	// Now is the clock for code expiry, certificate validity, rate limits
 	// and server_time. If nil, time.Now is used.
 	Now func() time.Time
+
+	// OnDeviceRegistered, if set, is called after a device key was bound to a number, so that the
+	// chat server can end a session of the number's previous device.
+	OnDeviceRegistered func(phone string, devicePub [32]byte)
 }
 
 // Handler serves the registration/config API:

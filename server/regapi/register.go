@@ -234,6 +234,9 @@ func (h *Handler) verify(w http.ResponseWriter, r *http.Request) *apiError {
 		return h.internal(ctx, "register device", err)
 	}
 	h.deleteCode(ctx, num)
+	if h.cfg.OnDeviceRegistered != nil {
+		h.cfg.OnDeviceRegistered(num, devKey)
+	}
 	h.log.InfoContext(ctx, "device registered", "phone", num, "business", acct.Business, "device_key", pki.FormatPublic(devKey))
 	writeJSON(w, http.StatusOK, regtypes.VerifyResponse{
 		Account: regtypes.Account{

@@ -36,7 +36,8 @@ const (
 )
 
 // Handler receives deliveries. Both methods run on the connection's reader goroutine, one at a time,
-// in the server's order. Return nil only after the delivery is stored: the library then acknowledges it
+// in the server's order. They must not wait for the Client's own requests (Send, MarkRead, Lookup):
+// the answers are read by the goroutine the Handler is blocking. Hand such work to another goroutine. Return nil only after the delivery is stored: the library then acknowledges it
 // and the server forgets it. An error leaves it unacknowledged; the server sends it again on the next
 // connection. The same message can reach the Handler again after a crash between storing and
 // acknowledging; deduplicate on Message.ServerId.
@@ -213,6 +214,11 @@ func (c *Client) Run(ctx context.Context) error {
 		var retryAfter time.Duration
 		if errors.As(err, &ce) {
 			retryAfter = ce.RetryAfter
+			if ce.Reason == chatdpb.CloseReason_REPLACED {
+				// Another connection with this device key took over; taking it back at once would
+				// make two processes knock each other off forever.
+				retryAfter = max(retryAfter, c.cfg.MaxBackoff)
+			}
 		}
 		if permanent(err) {
 			c.setState(Disconnected, closeName(err), err.Error())

@@ -114,17 +114,19 @@ func (m *Mux) Serve(ctx context.Context) error {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// EMFILE and friends: back off like net/http.
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			if errors.Is(err, net.ErrClosed) {
+				return err
+			}
+			// EMFILE, ENFILE, ECONNABORTED…: the listener still works; back off like net/http.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			if m.Logger != nil {
+				m.Logger.Warn("443: accept failed; retrying", "err", err, "delay", delay)
+			}
+			time.Sleep(delay)
+			continue
 		}
 		delay = 0
 		go m.route(c)

@@ -55,7 +55,10 @@ func devClient(t *testing.T, n *node.Node) *regclient.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return regclient.New(n.HTTPSURL, pool)
+	rc := regclient.New(n.HTTPSURL, pool)
+	// An idle keep-alive connection would make the node's shutdown wait.
+	t.Cleanup(rc.HTTPClient.CloseIdleConnections)
+	return rc
 }
 
 func portOf(a net.Addr) int { return a.(*net.TCPAddr).Port }

@@ -457,15 +457,17 @@ func NewClientID() string {
 	return string(b)
 }
 
-// recent is a bounded set of the most recent server ids.
+// recent is a bounded set of the most recent server ids. It grows as ids arrive, so an idle client
+// (chatbench opens thousands) holds almost nothing.
 type recent struct {
 	set  map[uint64]struct{}
-	ring []uint64
+	ring []uint64 // grows to max, then wraps
+	max  int
 	next int
 }
 
 func newRecent(n int) *recent {
-	return &recent{set: make(map[uint64]struct{}, n), ring: make([]uint64, n)}
+	return &recent{set: make(map[uint64]struct{}), max: n}
 }
 
 func (r *recent) seen(id uint64) bool {
@@ -474,12 +476,14 @@ func (r *recent) seen(id uint64) bool {
 }
 
 func (r *recent) add(id uint64) {
-	if old := r.ring[r.next]; old != 0 {
-		delete(r.set, old)
-	}
-	r.ring[r.next] = id
 	r.set[id] = struct{}{}
-	r.next = (r.next + 1) % len(r.ring)
+	if len(r.ring) < r.max {
+		r.ring = append(r.ring, id)
+		return
+	}
+	delete(r.set, r.ring[r.next])
+	r.ring[r.next] = id
+	r.next = (r.next + 1) % r.max
 }
 
 func errString(err error) string {

@@ -44,6 +44,14 @@ func (d *duration) UnmarshalText(b []byte) error {
 	return err
 }
 
+// newServeFlags returns the flags of "chatd serve", bound to c, with their defaults set in c.
+func newServeFlags(c *fileConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.String("config", "", "TOML config file (flags override it); see docs/operations.md")
+	c.register(fs)
+	return fs
+}
+
 func (c *fileConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.DataDir, "data", "chatd-data", "data folder: database, server and operator keys, dev TLS files and codes")
 	fs.BoolVar(&c.Dev, "dev", false, "development mode: generated CA and certificate in DATA/tls, codes logged and written to DATA/codes/<phone>, HTTPS on :8443")
@@ -76,7 +84,7 @@ func (c *fileConfig) load(path string) error {
 	return nil
 }
 
-func (c *fileConfig) nodeConfig() (node.Config, error) {
+func (c *fileConfig) nodeConfig() node.Config {
 	return node.Config{
 		DataDir:          c.DataDir,
 		Dev:              c.Dev,
@@ -95,7 +103,7 @@ func (c *fileConfig) nodeConfig() (node.Config, error) {
 		IPListVersion:    c.IPListVersion,
 		HandshakeTimeout: c.HandshakeTimeout.Duration,
 		CodeTTL:          c.CodeTTL.Duration,
-	}, nil
+	}
 }
 
 func formatEd25519(pub any) string {

@@ -82,11 +82,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configFile := fs.String("config", "", "TOML config file (flags override it); see docs/operations.md")
 	var f fileConfig
-	f.register(fs)
+	fs := newServeFlags(&f)
+	fs.SetOutput(stderr)
+	configFile := fs.Lookup("config").Value
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: chatd serve [--config FILE] [flags]
 
@@ -114,16 +113,13 @@ Examples:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
 	}
-	if *configFile != "" {
-		if err := f.load(*configFile); err != nil {
+	if path := configFile.String(); path != "" {
+		if err := f.load(path); err != nil {
 			return err
 		}
 		fs.Parse(args)
 	}
-	cfg, err := f.nodeConfig()
-	if err != nil {
-		return err
-	}
+	cfg := f.nodeConfig()
 	logger, err := newLogger(stderr, f.LogLevel, f.LogFormat)
 	if err != nil {
 		return err

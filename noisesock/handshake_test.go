@@ -249,6 +249,7 @@ func mirrorServer(t testing.TB, nc net.Conn, prologue string, key noisesock.Keyp
 	if err != nil {
 		t.Fatal(err)
 	}
+	verbatim := msg2 != nil
 	done := make(chan error, 1)
 	go func() {
 		done <- func() error {
@@ -275,6 +276,12 @@ func mirrorServer(t testing.TB, nc net.Conn, prologue string, key noisesock.Keyp
 			}
 			if _, err := nc.Write(msg2); err != nil {
 				return err
+			}
+			if verbatim {
+				// Nothing more will come from this server; a client that waits for more gets EOF.
+				if cw, ok := nc.(interface{ CloseWrite() error }); ok {
+					cw.CloseWrite()
+				}
 			}
 			_, err = fr.ReadFrame() // msg3, or EOF when the client gave up
 			return err
@@ -515,6 +522,7 @@ func TestHandshakeFrameLimit(t *testing.T) {
 			cnc, snc := tcpPair(t)
 			srv := runServer(context.Background(), snc, noisesock.ServerConfig{StaticKey: newKey(t)})
 			cnc.Write(append([]byte(wire.Preamble), hdr...)) // the header only: no payload follows
+			cnc.Close()                                      // so a reader that waits for it gets EOF
 			check(t, recv(t, srv).err)
 		})
 		t.Run("server msg3", func(t *testing.T) {
@@ -527,6 +535,7 @@ func TestHandshakeFrameLimit(t *testing.T) {
 				t.Fatal(err)
 			}
 			cnc.Write(hdr)
+			cnc.Close()
 			check(t, recv(t, srv).err)
 		})
 		t.Run("client msg2", func(t *testing.T) {

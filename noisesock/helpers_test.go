@@ -111,15 +111,31 @@ func handshake(t testing.TB, client, server net.Conn) *established {
 	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
 	defer cancel()
 	srv := runServer(ctx, server, noisesock.ServerConfig{StaticKey: e.serverKey})
-	c, sh, err := noisesock.Client(ctx, client, noisesock.ClientConfig{DeviceKey: e.clientKey, ServerKey: e.serverKey.Public, Hello: testHello()})
-	if err != nil {
-		t.Fatalf("Client: %v", err)
+	type clientResult struct {
+		c   *noisesock.Conn
+		sh  *chatdpb.ServerHello
+		err error
 	}
-	r := recv(t, srv)
-	if r.err != nil {
-		t.Fatalf("Server: %v", r.err)
+	cli := make(chan clientResult, 1)
+	go func() {
+		c, sh, err := noisesock.Client(ctx, client, noisesock.ClientConfig{DeviceKey: e.clientKey, ServerKey: e.serverKey.Public, Hello: testHello()})
+		cli <- clientResult{c, sh, err}
+	}()
+	var r serverResult
+	select {
+	case r = <-srv:
+		if r.err != nil {
+			client.Close() // do not leave the client waiting for a server that gave up
+			t.Fatalf("Server: %v (client: %v)", r.err, recv(t, cli).err)
+		}
+	case <-time.After(testTimeout):
+		t.Fatal("server handshake timed out")
 	}
-	e.client, e.server, e.clientHello, e.serverHello = c, r.conn, r.hello, sh
+	cr := recv(t, cli)
+	if cr.err != nil {
+		t.Fatalf("Client: %v", cr.err)
+	}
+	e.client, e.server, e.clientHello, e.serverHello = cr.c, r.conn, r.hello, cr.sh
 	return e
 }
 

@@ -89,12 +89,12 @@ func (c *Conn) Close() error { return c.nc.Close() }
 // ReadFrame reads and decrypts one frame. The returned slice is valid until the next ReadFrame. Errors:
 // a *wire.FrameTooLargeError, ErrDecrypt, or the stream's read error (io.EOF between frames).
 func (c *Conn) ReadFrame() ([]byte, error) {
+	if cap(c.rbuf) > 4096 {
+		c.rbuf = nil
+	}
 	ct, err := c.fr.ReadFrame()
 	if err != nil {
 		return nil, err
-	}
-	if cap(c.rbuf) > 4096 {
-		c.rbuf = nil
 	}
 	pt, err := c.recv.Decrypt(c.rbuf[:0], nil, ct)
 	if err != nil {
@@ -143,11 +143,10 @@ type ClientConfig struct {
 // cancellation; nc's deadline is cleared on success. On error the caller closes nc.
 func Client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello, error) {
 	stop := watch(ctx, nc)
-	defer stop()
 	c, sh, err := clientHandshake(nc, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+	if cerr := stop(); err != nil {
+		if cerr != nil {
+			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
 		return nil, nil, err
 	}
@@ -225,11 +224,10 @@ type ServerConfig struct {
 // key is Conn.PeerStatic. It honours ctx's deadline and cancellation. On error the caller closes nc.
 func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello, error) {
 	stop := watch(ctx, nc)
-	defer stop()
 	c, ch, err := serverHandshake(nc, cfg)
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (%w)", err, ctx.Err())
+	if cerr := stop(); err != nil {
+		if cerr != nil {
+			err = fmt.Errorf("%w (%w)", err, cerr)
 		}
 		return nil, nil, err
 	}
@@ -265,7 +263,8 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 	}
 	msg2, _, _, err := hs.WriteMessage(nil, sh)
 	if err != nil {
-		return nil, nil, fmt.Errorf("noisesock: writing handshake message 2: %w", err)
+		// The only input is the client's ephemeral key (a low-order point fails the ee DH).
+		return nil, nil, fmt.Errorf("%w: message 1: %v", ErrHandshake, err)
 	}
 	if err := wire.WriteFrame(nc, msg2); err != nil {
 		return nil, nil, fmt.Errorf("noisesock: sending handshake message 2: %w", err)
@@ -290,15 +289,20 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 
 // watch applies ctx's deadline to nc and unblocks nc's I/O when ctx is cancelled. The returned func
 // stops watching and clears the deadline.
-func watch(ctx context.Context, nc net.Conn) (stop func()) {
-	if d, ok := ctx.Deadline(); ok {
-		nc.SetDeadline(d)
-	}
-	cancel := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
-	return func() {
-		if cancel() {
+func watch(ctx context.Context, nc net.Conn) (stop func() error) {
+	fired := make(chan struct{})
+	cancel := context.AfterFunc(ctx, func() {
+		nc.SetDeadline(time.Unix(1, 0))
+		close(fired)
+	})
+	return func() error {
+		if !cancel() {
+			<-fired // ctx ended: wait for the watcher's deadline, then undo it
 			nc.SetDeadline(time.Time{})
+			return ctx.Err()
 		}
+		nc.SetDeadline(time.Time{})
+		return nil
 	}
 }
 

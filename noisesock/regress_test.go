@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -14,22 +13,12 @@ import (
 	"github.com/chatd-dev/chatd/wire"
 )
 
-// The tests in this file assert documented behaviour that noisesock.go does not have yet. They are
-// skipped unless CHATD_KNOWN_BUGS=1, so that the suite stays green; whoever fixes noisesock.go runs
-// them with the variable set and then deletes the knownBug call.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CHATD_KNOWN_BUGS") == "" {
-		t.Skipf("known bug in noisesock.go: %s (run with CHATD_KNOWN_BUGS=1)", what)
-	}
-}
 
 // Client and Server say they add ctx's error to a failure caused by ctx. They apply ctx's deadline to
 // the connection and also watch ctx; when the connection's deadline fires first (which is a race
 // between two timers set to the same instant) ctx.Err() is still nil and the error is a bare
 // "i/o timeout" that does not match context.DeadlineExceeded. Observed in ~40% of runs.
 func TestHandshakeDeadlineErrorNamesContext(t *testing.T) {
-	knownBug(t, "a handshake deadline is sometimes reported as a bare i/o timeout without the context error")
 	for _, tt := range silentPeers {
 		t.Run(tt.name, func(t *testing.T) {
 			for i := range 20 { // the bug is a race; 20 tries make a miss all but impossible
@@ -80,7 +69,6 @@ func (c *cancelOnLastWrite) SetDeadline(t time.Time) error {
 // first read fails with an i/o timeout. Either the handshake must fail with ctx's error, or the
 // returned Conn must work.
 func TestHandshakeSuccessAsContextEnds(t *testing.T) {
-	knownBug(t, "a handshake that succeeds as ctx ends returns a Conn with a deadline in the past")
 	cnc, snc := tcpPair(t)
 	serverKey := newKey(t)
 	srv := runServer(context.Background(), snc, noisesock.ServerConfig{StaticKey: serverKey})
@@ -112,7 +100,6 @@ func TestHandshakeSuccessAsContextEnds(t *testing.T) {
 // message 2: crypto/ecdh: bad X25519 remote ECDH input: low order point", which does not match
 // ErrHandshake.
 func TestServerLowOrderEphemeral(t *testing.T) {
-	knownBug(t, "a low-order client ephemeral key is not reported as ErrHandshake")
 	cnc, snc := tcpPair(t)
 	srv := runServer(context.Background(), snc, noisesock.ServerConfig{StaticKey: newKey(t)})
 	cnc.Write(append([]byte(wire.Preamble), frame(t, make([]byte, 32))...))

@@ -3,7 +3,6 @@ package noisesock
 import (
 	"context"
 	"net"
-	"os"
 	"testing"
 	"time"
 
@@ -23,12 +22,8 @@ func (c *hookConn) Read(p []byte) (int, error) {
 
 // wire.Reader releases a payload buffer over 4 KiB before it waits for the next frame, so an idle
 // connection that once got a large frame does not hold it. Conn.ReadFrame keeps its own plaintext
-// buffer (rbuf) and must do the same; today it drops rbuf only after the next frame has arrived
-// (noisesock.go, ReadFrame), so an idle connection holds up to 64 KiB of plaintext.
+// buffer (rbuf) and must do the same, or an idle connection holds up to 64 KiB of plaintext.
 func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
-	if os.Getenv("CHATD_KNOWN_BUGS") == "" {
-		t.Skip("known bug in noisesock.go: Conn.ReadFrame holds a large plaintext buffer while idle (run with CHATD_KNOWN_BUGS=1)")
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -30,7 +30,7 @@ import (
 )
 
 // CipherSuite is the Noise cipher suite of chatd v1.
-var CipherSuite = noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+var CipherSuite = noise.NewCipherSuite(dh25519{}, noise.CipherAESGCM, noise.HashSHA256)
 
 // Protocol is the full Noise protocol name, for documentation and logs.
 const Protocol = "Noise_XX_25519_AESGCM_SHA256"

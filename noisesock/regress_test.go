@@ -1,7 +1,9 @@
 package noisesock_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"net"
 	"strings"
@@ -9,10 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flynn/noise"
+
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/wire"
 )
-
 
 // Client and Server say they add ctx's error to a failure caused by ctx. They apply ctx's deadline to
 // the connection and also watch ctx; when the connection's deadline fires first (which is a race
@@ -116,5 +119,37 @@ func TestServerLowOrderEphemeralFails(t *testing.T) {
 	cnc.Write(append([]byte(wire.Preamble), frame(t, make([]byte, 32))...))
 	if r := recv(t, srv); r.err == nil || r.conn != nil {
 		t.Fatalf("server accepted an all-zero ephemeral key: %v", r.err)
+	}
+}
+
+// The standard-library DH must compute exactly what flynn/noise's own 25519 does: same public keys,
+// same shared secrets, and the same refusal of low-order points.
+func TestDHMatchesNoiseDH25519(t *testing.T) {
+	ours := noisesock.CipherSuite
+	theirs := noise.NewCipherSuite(noise.DH25519, noise.CipherAESGCM, noise.HashSHA256)
+	for range 50 {
+		seed := make([]byte, 32)
+		rand.Read(seed)
+		a, err := ours.GenerateKeypair(bytes.NewReader(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := theirs.GenerateKeypair(bytes.NewReader(seed))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(a.Public, b.Public) {
+			t.Fatalf("public keys differ for the same private key")
+		}
+		peer, _ := theirs.GenerateKeypair(rand.Reader)
+		s1, err1 := ours.DH(a.Private, peer.Public)
+		s2, err2 := theirs.DH(b.Private, peer.Public)
+		if err1 != nil || err2 != nil || !bytes.Equal(s1, s2) {
+			t.Fatalf("shared secrets differ: %x %v / %x %v", s1, err1, s2, err2)
+		}
+	}
+	k, _ := ours.GenerateKeypair(rand.Reader)
+	if _, err := ours.DH(k.Private, make([]byte, 32)); err == nil {
+		t.Fatal("a low-order public key was accepted")
 	}
 }

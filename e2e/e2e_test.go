@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/content"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
@@ -278,10 +279,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func body(s string) *chatdpb.Content {
-	b, _ := json.Marshal(map[string]string{"type": "text", "text": s})
-	return &chatdpb.Content{Version: 1, Body: b}
-}
+func body(s string) *chatdpb.Content { return content.Text(s) }
 
 // TestRegisterAndExchange: two accounts register over HTTPS, exchange messages with the recipient
 // offline and then online, and the sender gets delivered and read receipts.

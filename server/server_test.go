@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/content"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/server"
 	"github.com/chatd-dev/chatd/server/store"
@@ -178,9 +179,7 @@ func (tc *testClient) stop() {
 	tc.cancel()
 }
 
-func text(s string) *chatdpb.Content {
-	return &chatdpb.Content{Version: 1, Body: fmt.Appendf(nil, `{"type":"text","text":%q}`, s)}
-}
+func text(s string) *chatdpb.Content { return content.Text(s) }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

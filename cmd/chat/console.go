@@ -3,7 +3,7 @@ package main
 import (
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -11,6 +11,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/chatd-dev/chatd/content"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -37,30 +38,18 @@ func (c *console) Noticef(format string, args ...any) {
 	fmt.Fprintf(c.err, strings.TrimSuffix(format, "\n")+"\n", args...)
 }
 
-// contentVersion 1 is UTF-8 JSON {"type":"text","text":…} (docs/protocol.md).
-const contentVersion = 1
-
-type textBody struct {
-	Type string `json:"type"`
-	Text string `json:"text"`
-}
-
-func textContent(text string) *chatdpb.Content {
-	body, _ := json.Marshal(textBody{Type: "text", Text: text}) // cannot fail
-	return &chatdpb.Content{Version: contentVersion, Body: body}
-}
+func textContent(text string) *chatdpb.Content { return content.Text(text) }
 
 // contentText returns the text of a text message; ok is false for anything else, and text then
 // describes it.
 func contentText(c *chatdpb.Content) (text string, ok bool) {
-	if c.GetVersion() != contentVersion {
-		return fmt.Sprintf("[content version %d, %d bytes; this chat shows version %d only]", c.GetVersion(), len(c.GetBody()), contentVersion), false
-	}
-	var b textBody
-	if err := json.Unmarshal(c.GetBody(), &b); err != nil {
+	b, err := content.Parse(c)
+	switch {
+	case errors.Is(err, content.ErrUnsupported):
+		return fmt.Sprintf("[content version %d, %d bytes; this chat shows version %d only]", c.GetVersion(), len(c.GetBody()), content.Version), false
+	case err != nil:
 		return fmt.Sprintf("[malformed content, %d bytes]", len(c.GetBody())), false
-	}
-	if b.Type != "text" {
+	case b.Type != "text":
 		return fmt.Sprintf("[%q message; this chat shows text only]", b.Type), false
 	}
 	return b.Text, true

@@ -33,10 +33,11 @@ func GenerateStaticKey() (StaticKey, error) {
 	if _, err := rand.Read(k.Private[:]); err != nil {
 		return StaticKey{}, fmt.Errorf("pki: generate static key: %w", err)
 	}
-	return staticFromPrivate(k.Private)
+	return StaticKeyFromPrivate(k.Private)
 }
 
-func staticFromPrivate(priv [32]byte) (StaticKey, error) {
+// StaticKeyFromPrivate returns the key pair of an X25519 private key.
+func StaticKeyFromPrivate(priv [32]byte) (StaticKey, error) {
 	pub, err := curve25519.X25519(priv[:], curve25519.Basepoint)
 	if err != nil {
 		return StaticKey{}, fmt.Errorf("pki: derive static public key: %w", err)
@@ -76,7 +77,7 @@ func parseStaticKeyFile(data []byte) (StaticKey, error) {
 	if len(block.Bytes) != 32 {
 		return StaticKey{}, fmt.Errorf("%w: private key has %d bytes, expected 32", ErrKeyMalformed, len(block.Bytes))
 	}
-	return staticFromPrivate([32]byte(block.Bytes))
+	return StaticKeyFromPrivate([32]byte(block.Bytes))
 }
 
 // FormatPublic returns the standard base64 encoding (with padding) of a

@@ -1,0 +1,578 @@
+package gateway
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/bizapi/webhook"
+	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/client/regclient"
+	"github.com/chatd-dev/chatd/content"
+	"github.com/chatd-dev/chatd/phone"
+	"github.com/chatd-dev/chatd/pki"
+	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/wire/chatdpb"
+)
+
+// Defaults of Config fields left at zero.
+const (
+	DefaultMaxInFlight = 1024 // sends waiting for the server's ack
+)
+
+// Config configures a Gateway. Store and ServerURL are required.
+type Config struct {
+	Store store.Store
+	// ServerURL is chatd's HTTPS base URL (registration and config), e.g. https://chat.example.com.
+	ServerURL string
+	// RootCAs verify chatd's HTTPS certificate; nil means the system roots.
+	RootCAs *x509.CertPool
+	// WantStatus reports whether a status callback is wanted (webhooks.message.{sent,delivered,read});
+	// failed is always sent. nil means sent and delivered.
+	WantStatus func(status string) bool
+	// PersistCallbacks reports callback_persist: true stores callbacks with the status change in
+	// one transaction; false hands them to Memory. nil means true.
+	PersistCallbacks func() bool
+	// Memory receives callbacks when PersistCallbacks is false.
+	Memory interface {
+		EnqueueCallback(ctx context.Context, cb store.Callback) error
+	}
+	// WakeCallbacks is called after a callback was queued.
+	WakeCallbacks func()
+	// Client adjusts the chat client's configuration (tests shorten timers; netcheck later).
+	Client func(*client.Config)
+	// MaxInFlight is how many sends may wait for their ack at once. If zero, DefaultMaxInFlight.
+	MaxInFlight int
+	Logger      *slog.Logger
+	Now         func() time.Time
+}
+
+// Gateway is the connection to chatd. Create it with New and run it with Run.
+type Gateway struct {
+	// Static after construction.
+	cfg Config
+	log *slog.Logger
+	reg *regclient.Client
+
+	outboxWake chan struct{} // capacity 1
+	readsWake  chan struct{} // capacity 1
+	restart    chan struct{} // capacity 1: the account changed (verified); reconnect
+
+	mu          sync.Mutex
+	cli         *client.Client // the running chat client, nil when none; guarded by mu
+	status      string         // gateway status when no client runs; guarded by mu
+	since       time.Time      // guarded by mu
+	configError string         // guarded by mu
+	lastErr     string         // guarded by mu
+	phone       string         // guarded by mu
+	connectedCh chan struct{}  // closed when connected; guarded by mu
+}
+
+// New returns a gateway for cfg.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("gateway: no store")
+	}
+	if cfg.ServerURL == "" {
+		return nil, errors.New("gateway: no chatd server URL configured")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.WantStatus == nil {
+		cfg.WantStatus = func(s string) bool { return s == store.StatusSent || s == store.StatusDelivered }
+	}
+	if cfg.PersistCallbacks == nil {
+		cfg.PersistCallbacks = func() bool { return true }
+	}
+	if cfg.WakeCallbacks == nil {
+		cfg.WakeCallbacks = func() {}
+	}
+	g := &Gateway{
+		cfg:         cfg,
+		log:         cfg.Logger,
+		reg:         regclient.New(cfg.ServerURL, cfg.RootCAs),
+		outboxWake:  make(chan struct{}, 1),
+		readsWake:   make(chan struct{}, 1),
+		restart:     make(chan struct{}, 1),
+		status:      StatusUninitialized,
+		since:       cfg.Now(),
+		connectedCh: make(chan struct{}),
+	}
+	if g.log == nil {
+		g.log = slog.New(slog.DiscardHandler)
+	}
+	return g, nil
+}
+
+// WakeOutbox tells the sender that the outbox has new messages.
+func (g *Gateway) WakeOutbox() { poke(g.outboxWake) }
+
+// WakeReads tells the read-receipt sender that reads were requested.
+func (g *Gateway) WakeReads() { poke(g.readsWake) }
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// Run connects to chatd whenever a number is registered, and keeps doing so until ctx ends.
+func (g *Gateway) Run(ctx context.Context) error {
+	for {
+		acct, err := g.cfg.Store.Account(ctx)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("gateway: reading the account: %w", err)
+		}
+		if err != nil || !acct.Registered {
+			g.setStatus(StatusUnregistered, "")
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-g.restart:
+				continue
+			}
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- g.serve(rctx, acct) }()
+		select {
+		case <-ctx.Done():
+			cancel()
+			<-done
+			return nil
+		case <-g.restart:
+			cancel()
+			<-done
+		case err := <-done:
+			cancel()
+			// A permanent failure (device replaced, key mismatch): stay disconnected until the number
+			// is registered again.
+			g.setStatus(StatusDisconnected, errString(err))
+			g.log.Error("gateway stopped", "err", err)
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-g.restart:
+			}
+		}
+	}
+}
+
+// serve runs one registered account: the chat client, the outbox sender and the read sender.
+func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
+	cfg := g.clientConfig(ctx, acct)
+	cli, err := client.New(cfg)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.cli, g.phone = cli, acct.Phone
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		g.cli = nil
+		g.mu.Unlock()
+	}()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); g.sendOutbox(ctx, cli) }()
+	go func() { defer wg.Done(); g.sendReads(ctx, cli) }()
+	err = cli.Run(ctx)
+	wg.Wait()
+	return err
+}
+
+// clientConfig fetches the server's current config over HTTPS (falling back to the cached one, N7)
+// and builds the chat client's configuration.
+func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.Config {
+	key, _ := pki.StaticKeyFromPrivate(acct.DevicePriv) // a stored private key is always valid
+	cc, err := g.fetchConfig(ctx)
+	if err == nil {
+		if doc, merr := json.Marshal(cc); merr == nil {
+			acct.Config, acct.ConfigAt = doc, g.cfg.Now()
+			if perr := g.cfg.Store.PutAccount(ctx, acct); perr != nil {
+				g.log.Warn("gateway: caching the server config", "err", perr)
+			}
+		}
+		g.setConfigError("")
+	} else {
+		g.setConfigError(fmt.Sprintf("fetching %s/v1/config failed (%v); using the config cached at %s",
+			g.cfg.ServerURL, err, acct.ConfigAt.Format(time.RFC3339)))
+		g.log.Warn("gateway: HTTPS config fetch failed; running from the cached config", "err", err)
+		json.Unmarshal(acct.Config, &cc)
+	}
+	serverKey, addrs, perr := regclient.ParseConfig(cc)
+	if perr != nil || serverKey != acct.ServerKey {
+		if perr == nil {
+			// The server now publishes another key than the one pinned at registration: do not
+			// follow it; the pinned one decides (a mismatch fails the handshake with a clear error).
+			g.log.Error("gateway: the server publishes a different static key than the pinned one; keeping the pinned key")
+		}
+		addrs = fallbackAddrs(g.cfg.ServerURL)
+	}
+	cfg := client.Config{
+		Addrs:         addrs,
+		ServerKey:     acct.ServerKey,
+		DeviceKey:     key,
+		Handler:       handler{g},
+		ClientVersion: "bizapi/1",
+		Logger:        g.log,
+		OnStatus:      g.onStatus,
+	}
+	if g.cfg.Client != nil {
+		g.cfg.Client(&cfg)
+	}
+	return cfg
+}
+
+func (g *Gateway) fetchConfig(ctx context.Context) (regtypes.ClientConfig, error) {
+	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	return g.reg.Config(cctx)
+}
+
+// fallbackAddrs derives chat addresses from the HTTPS URL when no config is known: the host on 5222.
+func fallbackAddrs(serverURL string) []string {
+	host := serverURL
+	if u, err := url.Parse(serverURL); err == nil && u.Hostname() != "" {
+		host = u.Hostname()
+	}
+	return []string{net.JoinHostPort(host, strconv.Itoa(regclient.DefaultChatPort))}
+}
+
+func (g *Gateway) onStatus(s client.Status) {
+	g.mu.Lock()
+	if s.State == client.Connected {
+		close(g.connectedCh)
+	} else {
+		select {
+		case <-g.connectedCh:
+			g.connectedCh = make(chan struct{})
+		default:
+		}
+	}
+	g.mu.Unlock()
+	if s.State == client.Connected {
+		// Whatever waited for a connection goes now.
+		g.WakeOutbox()
+		g.WakeReads()
+	}
+}
+
+func (g *Gateway) setStatus(st, lastErr string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.status != st {
+		g.since = g.cfg.Now()
+	}
+	g.status, g.lastErr = st, lastErr
+}
+
+func (g *Gateway) setConfigError(s string) {
+	g.mu.Lock()
+	g.configError = s
+	g.mu.Unlock()
+}
+
+// Health returns the gateway's state.
+func (g *Gateway) Health() Health {
+	g.mu.Lock()
+	cli := g.cli
+	h := Health{GatewayStatus: g.status, Since: g.since, Phone: g.phone, ConfigError: g.configError, LastError: g.lastErr}
+	g.mu.Unlock()
+	if cli == nil {
+		return h
+	}
+	s := cli.Status()
+	switch s.State {
+	case client.Connected:
+		h.GatewayStatus = StatusConnected
+	default:
+		h.GatewayStatus = StatusConnecting
+	}
+	h.Since, h.RTT, h.Reconnects = s.Since, s.RTT, s.Reconnects
+	h.LastClose, h.LastError = s.LastClose, s.LastError
+	h.Addr, h.Transport = s.Addr, s.Transport
+	if _, p, err := net.SplitHostPort(s.Addr); err == nil {
+		h.Port, _ = strconv.Atoi(p)
+	}
+	if s.Phone != "" {
+		h.Phone = s.Phone
+	}
+	return h
+}
+
+// current returns the running chat client or ErrNotConnected/ErrNotRegistered.
+func (g *Gateway) current() (*client.Client, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.cli == nil {
+		if g.status == StatusUnregistered {
+			return nil, ErrNotRegistered
+		}
+		return nil, ErrNotConnected
+	}
+	return g.cli, nil
+}
+
+// Lookup asks chatd which of phones are registered.
+func (g *Gateway) Lookup(ctx context.Context, phones []string) ([]LookupResult, error) {
+	cli, err := g.current()
+	if err != nil {
+		return nil, err
+	}
+	if cli.Status().State != client.Connected {
+		return nil, ErrNotConnected
+	}
+	out := make([]LookupResult, 0, len(phones))
+	for len(phones) > 0 {
+		n := min(len(phones), 256)
+		res, err := cli.Lookup(ctx, phones[:n]...)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range res {
+			r := LookupResult{Input: c.GetInput(), Status: "invalid"}
+			if c.GetRegistered() {
+				r.Status, r.WaID = "valid", c.GetPhone()
+			}
+			out = append(out, r)
+		}
+		phones = phones[n:]
+	}
+	return out, nil
+}
+
+// sendOutbox sends every accepted message, in order, keeping up to MaxInFlight waiting for acks. The
+// client library resends unacknowledged sends after a reconnect, and the server deduplicates by the
+// message id, so a message is sent until it is acknowledged — also across restarts, since an
+// acknowledged one leaves the accepted state in the store.
+func (g *Gateway) sendOutbox(ctx context.Context, cli *client.Client) {
+	sem := make(chan struct{}, g.cfg.MaxInFlight)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	var lastSeq int64
+	for {
+		msgs, err := g.cfg.Store.Unsent(ctx, lastSeq, 256)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Error("gateway: reading the outbox", "err", err)
+		}
+		for _, m := range msgs {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			lastSeq = m.Seq
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				g.sendOne(ctx, cli, m)
+			}()
+		}
+		if len(msgs) == 256 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.outboxWake:
+		}
+	}
+}
+
+func (g *Gateway) sendOne(ctx context.Context, cli *client.Client, m store.Message) {
+	res, err := cli.Send(ctx, m.To, m.ID, content.Text(m.Body))
+	now := g.cfg.Now()
+	switch {
+	case err == nil:
+		cb := g.callback(store.StatusSent, webhook.ForStatus(m.ID, m.To, store.StatusSent, res.Timestamp.Unix(), nil))
+		if err := g.cfg.Store.MarkSent(ctx, m.ID, res.ServerID, res.Timestamp, cb.stored); err != nil {
+			g.log.Error("gateway: recording a sent message", "id", m.ID, "err", err)
+			return
+		}
+		cb.done(ctx, g)
+	case ctx.Err() != nil:
+		// Shutting down or reconnecting for a new account: it stays accepted and goes out later.
+	default:
+		e := store.ErrorInfo{Code: 1014, Title: "Internal error", Details: err.Error()}
+		if errors.Is(err, client.ErrUnknownRecipient) {
+			e = store.ErrorInfo{Code: 1013, Title: "User is not valid", Details: "+" + m.To + " is not registered with the chat server"}
+		} else if errors.Is(err, client.ErrRejected) {
+			e = store.ErrorInfo{Code: 1009, Title: "Parameter value is not valid", Details: err.Error()}
+		}
+		cb := g.callback(store.StatusFailed, webhook.ForStatus(m.ID, m.To, store.StatusFailed, now.Unix(), &e))
+		if err := g.cfg.Store.MarkFailed(ctx, m.ID, e, now, cb.stored); err != nil {
+			g.log.Error("gateway: recording a failed message", "id", m.ID, "err", err)
+			return
+		}
+		cb.done(ctx, g)
+	}
+}
+
+// sendReads sends the read receipts that PUT /v1/messages/{id} requested, in batches, until the
+// server acknowledged them; requests survive restarts in the store.
+func (g *Gateway) sendReads(ctx context.Context, cli *client.Client) {
+	for {
+		pending, err := g.cfg.Store.ReadPending(ctx, 1000)
+		if err != nil && ctx.Err() == nil {
+			g.log.Error("gateway: reading pending read receipts", "err", err)
+		}
+		if len(pending) > 0 {
+			ids := make([]uint64, len(pending))
+			names := make([]string, len(pending))
+			for i, m := range pending {
+				ids[i], names[i] = m.ServerID, m.ID
+			}
+			if err := cli.MarkRead(ctx, ids...); err == nil {
+				if err := g.cfg.Store.ReadSent(ctx, names); err != nil {
+					g.log.Error("gateway: recording sent read receipts", "err", err)
+				}
+				continue
+			} else if ctx.Err() == nil {
+				g.log.Error("gateway: read receipts refused", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.readsWake:
+		}
+	}
+}
+
+// pendingCallback is a callback for a status change: stored with it (persist) or handed to the memory
+// queue after it (no persist), or nothing when the status is not wanted.
+type pendingCallback struct {
+	stored *store.Callback
+	memory *store.Callback
+}
+
+func (g *Gateway) callback(status string, payload json.RawMessage) pendingCallback {
+	if status != store.StatusFailed && !g.cfg.WantStatus(status) {
+		return pendingCallback{}
+	}
+	cb := &store.Callback{Payload: payload, CreatedAt: g.cfg.Now()}
+	if g.cfg.PersistCallbacks() || g.cfg.Memory == nil {
+		return pendingCallback{stored: cb}
+	}
+	return pendingCallback{memory: cb}
+}
+
+func (g *Gateway) inboundCallback(payload json.RawMessage) pendingCallback {
+	cb := &store.Callback{Payload: payload, CreatedAt: g.cfg.Now()}
+	if g.cfg.PersistCallbacks() || g.cfg.Memory == nil {
+		return pendingCallback{stored: cb}
+	}
+	return pendingCallback{memory: cb}
+}
+
+// done runs after the store change committed.
+func (p pendingCallback) done(ctx context.Context, g *Gateway) {
+	switch {
+	case p.memory != nil:
+		if err := g.cfg.Memory.EnqueueCallback(ctx, *p.memory); err != nil {
+			g.log.Warn("gateway: in-memory callback queue refused a callback", "err", err)
+			return
+		}
+	case p.stored == nil:
+		return
+	}
+	g.cfg.WakeCallbacks()
+}
+
+// handler receives deliveries from the chat client.
+type handler struct{ g *Gateway }
+
+// HandleMessage stores an inbound message (and its callback) before the library acknowledges it.
+func (h handler) HandleMessage(ctx context.Context, m *chatdpb.Message) error {
+	g := h.g
+	in := store.Inbound{
+		ID:         InboundID(m.GetServerId()),
+		ServerID:   m.GetServerId(),
+		From:       m.GetFrom(),
+		Content:    m.GetContent().GetBody(),
+		Timestamp:  time.UnixMilli(m.GetTimestampMs()),
+		ReceivedAt: g.cfg.Now(),
+		Type:       "unknown",
+	}
+	if b, err := content.Parse(m.GetContent()); err == nil {
+		in.Type = b.Type
+		in.Body = b.Text
+	}
+	cb := g.inboundCallback(webhook.ForInbound(in))
+	dup, err := g.cfg.Store.SaveInbound(ctx, in, cb.stored)
+	if err != nil {
+		return err
+	}
+	if !dup {
+		cb.done(ctx, g)
+	}
+	return nil
+}
+
+// HandleReceipt turns a delivered or read receipt into a status (and its callback).
+func (h handler) HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error {
+	g := h.g
+	status := store.StatusDelivered
+	if r.GetType() == chatdpb.Receipt_READ {
+		status = store.StatusRead
+	}
+	at := time.UnixMilli(r.GetTimestampMs())
+	cb := g.callback(status, webhook.ForStatus(r.GetClientId(), r.GetBy(), status, at.Unix(), nil))
+	changed, err := g.cfg.Store.MarkStatus(ctx, r.GetClientId(), status, at, cb.stored)
+	if errors.Is(err, store.ErrNotFound) {
+		g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if changed {
+		cb.done(ctx, g)
+	}
+	return nil
+}
+
+// InboundID is the opaque id of a received message in webhooks and PUT /v1/messages/{id}:
+// "ABGG" and the chatd server id in base64url, so it is stable across redeliveries.
+func InboundID(serverID uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], serverID)
+	return "ABGG" + base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+// normalize joins cc and number into E.164 digits.
+func normalize(cc, number string) (string, error) {
+	if cc == "" {
+		return phone.Normalize(number)
+	}
+	return phone.Join(cc, number)
+}

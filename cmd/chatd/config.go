@@ -4,11 +4,9 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"flag"
-	"fmt"
 	"time"
 
-	"github.com/BurntSushi/toml"
-
+	"github.com/chatd-dev/chatd/internal/cliutil"
 	"github.com/chatd-dev/chatd/server/node"
 )
 
@@ -73,16 +71,7 @@ func (c *fileConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "text or json")
 }
 
-func (c *fileConfig) load(path string) error {
-	md, err := toml.DecodeFile(path, c)
-	if err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
-	}
-	if und := md.Undecoded(); len(und) > 0 {
-		return fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
-	}
-	return nil
-}
+func (c *fileConfig) load(path string) error { return cliutil.LoadTOML(path, c) }
 
 func (c *fileConfig) nodeConfig() node.Config {
 	return node.Config{

@@ -21,6 +21,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/cliutil"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
 )
@@ -120,7 +121,7 @@ Examples:
 		fs.Parse(args)
 	}
 	cfg := f.nodeConfig()
-	logger, err := newLogger(stderr, f.LogLevel, f.LogFormat)
+	logger, err := cliutil.NewLogger(stderr, f.LogLevel, f.LogFormat)
 	if err != nil {
 		return err
 	}
@@ -149,21 +150,6 @@ Examples:
 		return fmt.Errorf("shutdown: %w", err)
 	}
 	return n.Err()
-}
-
-func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("log level %q: use debug, info, warn or error", level)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text", "":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	}
-	return nil, fmt.Errorf("log format %q: use text or json", format)
 }
 
 func cmdCert(args []string, stdout, stderr io.Writer) error {

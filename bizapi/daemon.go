@@ -1,0 +1,320 @@
+package bizapi
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/chatd-dev/chatd/bizapi/api"
+	"github.com/chatd-dev/chatd/bizapi/gateway"
+	"github.com/chatd-dev/chatd/bizapi/settings"
+	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/bizapi/webhook"
+	"github.com/chatd-dev/chatd/client"
+)
+
+// DBFile is the database in the data folder.
+const DBFile = "bizapi.db"
+
+// Config configures a Daemon. DataDir and ServerURL are required.
+type Config struct {
+	// DataDir holds the database (bizapi.db).
+	DataDir string
+	// Listen is the REST API's address. If empty, "127.0.0.1:8080".
+	Listen string
+	// TLSCert and TLSKey, when both set, serve the REST API over HTTPS.
+	TLSCert, TLSKey string
+	// ServerURL is chatd's HTTPS URL (registration and config), e.g. https://chat.example.com.
+	ServerURL string
+	// ServerCAFile is a PEM file of the CA that signed chatd's certificate (dev mode's ca.pem); ""
+	// means the system roots.
+	ServerCAFile string
+	// AdminPassword is the initial password of the "admin" user, created on first start; it must be
+	// changed at the first login. "" means "secret", as On-Premises.
+	AdminPassword string
+	// APIKey, if set, is accepted as "Authorization: Apikey <key>" by /v1/health and /v1/metrics.
+	APIKey string
+	// WebhookURL and WebhookSecret, when set, replace webhooks.url and webhooks.secret of the stored
+	// settings at start (the REST API can change them later).
+	WebhookURL, WebhookSecret string
+	// Client adjusts the chat client's configuration (tests shorten its timers).
+	Client func(*client.Config)
+	// Logger receives all logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Version is reported in responses and the webhook User-Agent.
+	Version string
+}
+
+// Daemon is a running bizapi.
+type Daemon struct {
+	// Static after Start.
+	Addr     net.Addr // the REST API listener
+	Store    store.Store
+	Gateway  *gateway.Gateway
+	API      *api.Handler
+	Settings *settings.Live
+
+	log      *slog.Logger
+	srv      *http.Server
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	errOnce  sync.Once
+	err      error
+	done     chan struct{}
+	shutdown sync.Once
+}
+
+// Start opens the data folder, starts the gateway, the webhook dispatcher and the REST API, and
+// returns once the API listens.
+func Start(cfg Config) (d *Daemon, err error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("bizapi: no data folder configured")
+	}
+	if cfg.ServerURL == "" {
+		return nil, errors.New("bizapi: no chatd server URL configured (e.g. https://chat.example.com)")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:8080"
+	}
+	var roots *x509.CertPool
+	if cfg.ServerCAFile != "" {
+		pem, err := os.ReadFile(cfg.ServerCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("bizapi: server CA: %w", err)
+		}
+		roots = x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("bizapi: server CA %s holds no PEM certificate", cfg.ServerCAFile)
+		}
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("bizapi: data folder: %w", err)
+	}
+	st, err := store.Open(filepath.Join(cfg.DataDir, DBFile))
+	if err != nil {
+		return nil, fmt.Errorf("bizapi: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	ctx := context.Background()
+	if err := api.EnsureAdmin(ctx, st, cfg.AdminPassword); err != nil {
+		return nil, fmt.Errorf("bizapi: admin user: %w", err)
+	}
+	live, err := loadSettings(ctx, st, cfg)
+	if err != nil {
+		return nil, err
+	}
+
+	// callback_persist is read at start, as On-Premises ("restart needed").
+	persist := live.Get().CallbackPersist
+	var queue webhook.Queue = st
+	mem := webhook.NewMemQueue(webhook.DefaultMemQueueMax)
+	if !persist {
+		queue = mem
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	hookMetrics := newWebhookMetrics(reg)
+	disp := webhook.New(webhook.Config{
+		Queue:    queue,
+		Settings: func() webhook.Settings { return webhookSettings(live.Get()) },
+		Logger:   log,
+		OnResult: hookMetrics.observe,
+		Version:  cfg.Version,
+	})
+	gw, err := gateway.New(gateway.Config{
+		Store:            st,
+		ServerURL:        cfg.ServerURL,
+		RootCAs:          roots,
+		WantStatus:       func(s string) bool { return live.Get().StatusCallback(s) },
+		PersistCallbacks: func() bool { return persist },
+		Memory:           mem,
+		WakeCallbacks:    disp.Wake,
+		Client:           cfg.Client,
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	h, err := api.New(api.Config{Store: st, Gateway: gw, Settings: live, APIKey: cfg.APIKey, Registry: reg, Logger: log, Version: cfg.Version})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("bizapi: REST API listener: %w", err)
+	}
+	if cfg.TLSCert != "" && cfg.TLSKey != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("bizapi: REST API certificate: %w", err)
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}})
+	}
+
+	rctx, cancel := context.WithCancel(context.Background())
+	d = &Daemon{
+		Addr: ln.Addr(), Store: st, Gateway: gw, API: h, Settings: live,
+		log: log, cancel: cancel, done: make(chan struct{}),
+		srv: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+	}
+	d.goRun("gateway", func() error { return gw.Run(rctx) })
+	d.goRun("webhook dispatcher", func() error { return disp.Run(rctx) })
+	d.goRun("settings watcher", func() error {
+		ch := live.Subscribe()
+		defer live.Unsubscribe(ch)
+		for {
+			select {
+			case <-rctx.Done():
+				return nil
+			case <-ch:
+				disp.Wake() // a new URL or backoff applies at once
+			}
+		}
+	})
+	d.goRun("REST API", func() error {
+		if err := d.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.Info("bizapi serving", "api", ln.Addr().String(), "chatd", cfg.ServerURL, "data", cfg.DataDir,
+		"callback_persist", persist)
+	return d, nil
+}
+
+func loadSettings(ctx context.Context, st store.Store, cfg Config) (*settings.Live, error) {
+	doc, err := st.Settings(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bizapi: settings: %w", err)
+	}
+	s := settings.Defaults()
+	if doc != nil {
+		if s, err = settings.Parse(doc); err != nil {
+			return nil, fmt.Errorf("bizapi: stored settings: %w", err)
+		}
+	}
+	changed := false
+	if cfg.WebhookURL != "" && s.Webhooks.URL != cfg.WebhookURL {
+		s.Webhooks.URL, changed = cfg.WebhookURL, true
+	}
+	if cfg.WebhookSecret != "" && s.Webhooks.Secret != cfg.WebhookSecret {
+		s.Webhooks.Secret, changed = cfg.WebhookSecret, true
+	}
+	if changed {
+		if err := st.SaveSettings(ctx, s.Marshal()); err != nil {
+			return nil, fmt.Errorf("bizapi: saving settings: %w", err)
+		}
+	}
+	return settings.NewLive(s), nil
+}
+
+func webhookSettings(s settings.Settings) webhook.Settings {
+	return webhook.Settings{
+		URL:             s.Webhooks.URL,
+		MaxConcurrent:   s.Webhooks.MaxConcurrentRequests,
+		BackoffDelay:    time.Duration(s.CallbackBackoffDelayMS) * time.Millisecond,
+		MaxBackoffDelay: time.Duration(s.MaxCallbackBackoffDelayMS) * time.Millisecond,
+		Secret:          s.Webhooks.Secret,
+	}
+}
+
+func (d *Daemon) goRun(what string, run func() error) {
+	d.wg.Add(1)
+	go func() {
+		defer d.wg.Done()
+		if err := run(); err != nil {
+			d.errOnce.Do(func() {
+				d.err = fmt.Errorf("bizapi: %s: %w", what, err)
+				close(d.done)
+			})
+		}
+	}()
+}
+
+// Done is closed when a part failed; Err says why.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Err is the failure that closed Done, or nil.
+func (d *Daemon) Err() error {
+	select {
+	case <-d.done:
+		return d.err
+	default:
+		return nil
+	}
+}
+
+// Shutdown stops the REST API (finishing requests), the gateway (saying goodbye to chatd) and the
+// dispatcher, and closes the store, within ctx. Accepted messages stay in the store and go out at
+// the next start.
+func (d *Daemon) Shutdown(ctx context.Context) error {
+	var err error
+	d.shutdown.Do(func() {
+		errs := []error{d.srv.Shutdown(ctx)}
+		d.cancel()
+		d.wg.Wait()
+		errs = append(errs, d.API.Close(), d.Store.Close())
+		err = errors.Join(errs...)
+	})
+	return err
+}
+
+// webhookMetrics count webhook deliveries.
+type webhookMetrics struct {
+	requests *prometheus.CounterVec
+	latency  prometheus.Histogram
+}
+
+func newWebhookMetrics(reg *prometheus.Registry) *webhookMetrics {
+	m := &webhookMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bizapi_webhook_requests_total",
+			Help: "Webhook callback requests by result: delivered (2xx), refused (another status), error (no response).",
+		}, []string{"result"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "bizapi_webhook_request_seconds",
+			Help:    "Duration of webhook callback requests.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+	}
+	reg.MustRegister(m.requests, m.latency)
+	return m
+}
+
+func (m *webhookMetrics) observe(ok bool, status int, latency time.Duration) {
+	switch {
+	case ok:
+		m.requests.WithLabelValues("delivered").Inc()
+	case status == 0:
+		m.requests.WithLabelValues("error").Inc()
+	default:
+		m.requests.WithLabelValues("refused").Inc()
+	}
+	m.latency.Observe(latency.Seconds())
+}

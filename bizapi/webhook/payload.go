@@ -1,6 +1,3 @@
-// Package webhook builds the On-Premises webhook payloads and delivers them: a dispatcher posts queued
-// callbacks to the configured URL, signs them, retries with growing backoff, and deletes them once
-// the receiver answered 2xx.
 package webhook
 
 import (

@@ -157,6 +157,12 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if err := rc.waitConnected(ctx); err != nil {
 		return err
 	}
+	// Show "read" statuses too (the On-Premises default sends only sent and delivered).
+	if _, err := rc.do(ctx, "PATCH", "/v1/settings/application", map[string]any{
+		"webhooks": map[string]any{"message": map[string]bool{"read": true}},
+	}, nil, "", ""); err != nil {
+		return fmt.Errorf("enabling read webhooks: %w", err)
+	}
 
 	// 5. The demo customer.
 	cust, err := startCustomer(ctx, n, custPhone, filepath.Join(o.data, "customer"), p)
@@ -243,7 +249,11 @@ func startReceiver(p *printer) (string, func(), error) {
 // describeWebhook renders a callback in one line: the statuses or the messages it carries.
 func describeWebhook(body []byte) string {
 	var cb struct {
-		Statuses []struct{ ID, Status, RecipientID string } `json:"statuses"`
+		Statuses []struct {
+			ID          string `json:"id"`
+			Status      string `json:"status"`
+			RecipientID string `json:"recipient_id"`
+		} `json:"statuses"`
 		Messages []struct {
 			From, ID, Type string
 			Text           struct{ Body string }
@@ -324,8 +334,9 @@ func (r *rest) login(ctx context.Context, pass string) (string, error) {
 
 // register registers the business number (reading the code from chatd's dev code file).
 func (r *rest) register(ctx context.Context, num, cert, chatdDir string) error {
+	// The API takes the country code apart; any split of the digits joins back to the same number.
 	status, err := r.do(ctx, "POST", "/v1/account", map[string]string{
-		"cc": "", "phone_number": num, "method": "sms", "cert": cert,
+		"cc": num[:1], "phone_number": num[1:], "method": "sms", "cert": cert,
 	}, nil, "", "")
 	if err != nil {
 		return fmt.Errorf("registering +%s: %w", num, err)

@@ -313,7 +313,14 @@ func (n *Node) Shutdown(ctx context.Context) error {
 	var err error
 	n.shutdown.Do(func() {
 		n.cancel()
-		errs := []error{n.Server.Shutdown(ctx), n.https.Shutdown(ctx)}
+		errs := []error{n.Server.Shutdown(ctx)}
+		// Registration requests are short; an idle HTTP/2 client would hold a graceful shutdown for
+		// a second (its GOAWAY wait), so give requests a moment and then close.
+		hctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+		if err := n.https.Shutdown(hctx); err != nil {
+			n.https.Close()
+		}
+		cancel()
 		if n.admin != nil {
 			errs = append(errs, n.admin.Shutdown(ctx))
 		}

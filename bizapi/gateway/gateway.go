@@ -539,6 +539,17 @@ func (h handler) HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error {
 		status = store.StatusRead
 	}
 	at := time.UnixMilli(r.GetTimestampMs())
+	// The receipt can overtake the recording of the send's ack (that runs in the sender's goroutine):
+	// record "sent" first, so that its callback comes once and before "delivered". MarkSent changes
+	// nothing (and queues nothing) when the send was recorded already.
+	sent := g.callback(store.StatusSent, webhook.ForStatus(r.GetClientId(), r.GetBy(), store.StatusSent, at.Unix(), nil))
+	if err := g.cfg.Store.MarkSent(ctx, r.GetClientId(), r.GetServerId(), at, sent.stored); errors.Is(err, store.ErrNotFound) {
+		g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
+		return nil
+	} else if err != nil {
+		return err
+	}
+	sent.done(ctx, g)
 	cb := g.callback(status, webhook.ForStatus(r.GetClientId(), r.GetBy(), status, at.Unix(), nil))
 	changed, err := g.cfg.Store.MarkStatus(ctx, r.GetClientId(), status, at, cb.stored)
 	if errors.Is(err, store.ErrNotFound) {

@@ -407,11 +407,14 @@ func (g *Gateway) sendOne(ctx context.Context, cli *client.Client, m store.Messa
 	switch {
 	case err == nil:
 		cb := g.callback(store.StatusSent, webhook.ForStatus(m.ID, m.To, store.StatusSent, res.Timestamp.Unix(), nil))
-		if err := g.cfg.Store.MarkSent(ctx, m.ID, res.ServerID, res.Timestamp, cb.stored); err != nil {
+		changed, err := g.cfg.Store.MarkSent(ctx, m.ID, res.ServerID, res.Timestamp, cb.stored)
+		if err != nil {
 			g.log.Error("gateway: recording a sent message", "id", m.ID, "err", err)
 			return
 		}
-		cb.done(ctx, g)
+		if changed {
+			cb.done(ctx, g)
+		}
 	case ctx.Err() != nil:
 		// Shutting down or reconnecting for a new account: it stays accepted and goes out later.
 	default:
@@ -543,13 +546,17 @@ func (h handler) HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error {
 	// record "sent" first, so that its callback comes once and before "delivered". MarkSent changes
 	// nothing (and queues nothing) when the send was recorded already.
 	sent := g.callback(store.StatusSent, webhook.ForStatus(r.GetClientId(), r.GetBy(), store.StatusSent, at.Unix(), nil))
-	if err := g.cfg.Store.MarkSent(ctx, r.GetClientId(), r.GetServerId(), at, sent.stored); errors.Is(err, store.ErrNotFound) {
+	sentChanged, err := g.cfg.Store.MarkSent(ctx, r.GetClientId(), r.GetServerId(), at, sent.stored)
+	if errors.Is(err, store.ErrNotFound) {
 		g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
 		return nil
-	} else if err != nil {
+	}
+	if err != nil {
 		return err
 	}
-	sent.done(ctx, g)
+	if sentChanged {
+		sent.done(ctx, g)
+	}
 	cb := g.callback(status, webhook.ForStatus(r.GetClientId(), r.GetBy(), status, at.Unix(), nil))
 	changed, err := g.cfg.Store.MarkStatus(ctx, r.GetClientId(), status, at, cb.stored)
 	if errors.Is(err, store.ErrNotFound) {

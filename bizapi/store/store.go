@@ -54,10 +54,11 @@ type Store interface {
 	// Unsent returns outbound messages still in StatusAccepted with Seq > afterSeq, in Seq order, at
 	// most limit.
 	Unsent(ctx context.Context, afterSeq int64, limit int) ([]Message, error)
-	// MarkSent records the server's acknowledgement: Status becomes StatusSent (unless the message
-	// already advanced further), ServerID and SentAt are set, and cb (if non-nil) is queued.
-	// ErrNotFound if there is no such message.
-	MarkSent(ctx context.Context, id string, serverID uint64, at time.Time, cb *Callback) error
+	// MarkSent records the server's acknowledgement: a message still in StatusAccepted becomes
+	// StatusSent and cb (if non-nil) is queued, and changed is true. A message that advanced already
+	// (a receipt overtook the ack, or the ack is repeated) keeps its status and queues nothing; only
+	// missing ServerID and SentAt are filled in. ErrNotFound if there is no such message.
+	MarkSent(ctx context.Context, id string, serverID uint64, at time.Time, cb *Callback) (changed bool, err error)
 	// MarkStatus advances a message to StatusDelivered or StatusRead. A status never goes backwards:
 	// a delivered receipt after read changes nothing and queues nothing, and changed reports whether
 	// anything changed (cb is queued only then). Read implies delivered (DeliveredAt is set too).

@@ -1,0 +1,129 @@
+package store
+
+import (
+	"errors"
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestCallbackQueue(t *testing.T) {
+	s, c := openTest(t)
+	t0 := c.Now()
+	if next, err := s.NextCallbackAt(bg0); err != nil || !next.IsZero() {
+		t.Fatalf("NextCallbackAt(empty) = %v, %v", next, err)
+	}
+	if due, err := s.DueCallbacks(bg0, farFuture, 10); err != nil || len(due) != 0 {
+		t.Fatalf("DueCallbacks(empty) = %v, %v", due, err)
+	}
+	if err := s.EnqueueCallback(bg0, Callback{}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("empty payload: %v", err)
+	}
+	// Queued out of NextAt order; b and d share a NextAt, so id breaks the tie.
+	for _, cb := range []Callback{
+		{Payload: payload("a"), NextAt: t0.Add(3 * time.Second)},
+		{Payload: payload("b"), NextAt: t0.Add(time.Second), Attempts: 2, LastError: "503", CreatedAt: t0.Add(-time.Hour)},
+		{Payload: payload("c"), ID: 999}, // zero NextAt: now; the ID is the store's
+		{Payload: payload("d"), NextAt: t0.Add(time.Second)},
+		{Payload: payload("e"), NextAt: t0.Add(time.Hour)},
+	} {
+		if err := s.EnqueueCallback(bg0, cb); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := callbacks(t, s); !slices.Equal(got, []string{"c", "b", "d", "a", "e"}) {
+		t.Fatalf("order %v", got)
+	}
+	due, err := s.DueCallbacks(bg0, t0.Add(time.Second), 10) // NextAt == now is due
+	if err != nil || len(due) != 3 {
+		t.Fatalf("DueCallbacks = %v, %v", due, err)
+	}
+	c0, b, d := due[0], due[1], due[2]
+	if c0.ID == 999 || c0.ID <= 0 || !c0.NextAt.Equal(t0) || !c0.CreatedAt.Equal(t0) || c0.Attempts != 0 || c0.LastError != "" {
+		t.Fatalf("c = %+v", c0)
+	}
+	if string(b.Payload) != string(payload("b")) || b.Attempts != 2 || b.LastError != "503" ||
+		!b.CreatedAt.Equal(t0.Add(-time.Hour)) || !b.NextAt.Equal(t0.Add(time.Second)) || b.ID >= d.ID {
+		t.Fatalf("b = %+v, d = %+v", b, d)
+	}
+	if due, _ := s.DueCallbacks(bg0, t0.Add(time.Second), 2); len(due) != 2 || due[1].ID != b.ID {
+		t.Fatalf("limit 2: %+v", due)
+	}
+	if due, _ := s.DueCallbacks(bg0, t0.Add(-time.Nanosecond), 10); len(due) != 0 {
+		t.Fatalf("nothing is due before now: %+v", due)
+	}
+	for _, limit := range []int{0, -3} {
+		if _, err := s.DueCallbacks(bg0, t0, limit); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("limit %d: %v", limit, err)
+		}
+	}
+	if next, _ := s.NextCallbackAt(bg0); !next.Equal(t0) {
+		t.Fatalf("NextCallbackAt = %v, want %v", next, t0)
+	}
+
+	// Delivered: delete (twice is fine). Failed: retry later.
+	if err := s.DeleteCallback(bg0, c0.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.DeleteCallback(bg0, c0.ID); err != nil {
+		t.Fatalf("deleting an absent callback: %v", err)
+	}
+	if next, _ := s.NextCallbackAt(bg0); !next.Equal(t0.Add(time.Second)) {
+		t.Fatalf("NextCallbackAt after delete = %v", next)
+	}
+	if err := s.RetryCallback(bg0, b.ID, 3, t0.Add(2*time.Hour), "connection refused"); err != nil {
+		t.Fatal(err)
+	}
+	if got := callbacks(t, s); !slices.Equal(got, []string{"d", "a", "e", "b"}) {
+		t.Fatalf("after retry: %v", got)
+	}
+	all, _ := s.DueCallbacks(bg0, farFuture, 10)
+	rb := all[3]
+	if rb.ID != b.ID || rb.Attempts != 3 || rb.LastError != "connection refused" || !rb.NextAt.Equal(t0.Add(2*time.Hour)) ||
+		!rb.CreatedAt.Equal(b.CreatedAt) || string(rb.Payload) != string(b.Payload) {
+		t.Fatalf("retried = %+v", rb)
+	}
+	if err := s.RetryCallback(bg0, c0.ID, 1, t0, "x"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("RetryCallback(deleted) = %v", err)
+	}
+	// A zero next is now.
+	c.Advance(time.Minute)
+	if err := s.RetryCallback(bg0, d.ID, 1, time.Time{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if next, _ := s.NextCallbackAt(bg0); !next.Equal(t0.Add(3 * time.Second)) {
+		t.Fatalf("NextCallbackAt = %v", next)
+	}
+	if due, _ := s.DueCallbacks(bg0, time.Time{}, 10); len(due) != 2 { // zero now: the clock (a and d)
+		t.Fatalf("DueCallbacks(zero) = %+v", due)
+	}
+	// Ids are never reused, even for the largest one deleted.
+	last := all[2].ID // e
+	for _, cb := range all {
+		s.DeleteCallback(bg0, cb.ID)
+	}
+	s.EnqueueCallback(bg0, Callback{Payload: payload("f")})
+	if due, _ := s.DueCallbacks(bg0, farFuture, 10); len(due) != 1 || due[0].ID <= max(last, b.ID) {
+		t.Fatalf("after deleting all: %+v", due)
+	}
+	if st, _ := s.Stats(bg0); st.PendingCallbacks != 1 {
+		t.Fatalf("Stats = %+v", st)
+	}
+}
+
+func TestStats(t *testing.T) {
+	s, _ := openTest(t)
+	if st, err := s.Stats(bg0); err != nil || st != (Stats{}) {
+		t.Fatalf("empty Stats = %+v, %v", st, err)
+	}
+	for _, id := range []string{"a", "b", "c", "d"} {
+		addMsg(t, s, id)
+	}
+	s.MarkSent(bg0, "a", 1, time.Time{}, cbOf("sent a"))
+	s.MarkStatus(bg0, "b", StatusRead, time.Time{}, cbOf("read b"))
+	s.SaveInbound(bg0, inbound(1), cbOf("in 1"))
+	s.SaveInbound(bg0, inbound(1), cbOf("dup"))
+	if st, err := s.Stats(bg0); err != nil || st != (Stats{Unsent: 2, PendingCallbacks: 3, Messages: 4, Inbound: 1}) {
+		t.Fatalf("Stats = %+v, %v", st, err)
+	}
+}

@@ -1,0 +1,196 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"time"
+)
+
+// AddMessage stores m as StatusAccepted with the next Seq. ID and To must not be empty
+// (ErrInvalidArgument); ErrDuplicate if ID exists. Only ID, To, Body, PreviewURL and CreatedAt
+// (zero: now) are taken from m.
+func (s *SQLite) AddMessage(ctx context.Context, m Message) error {
+	if m.ID == "" || m.To == "" {
+		return fmt.Errorf("%w: message needs ID and To", ErrInvalidArgument)
+	}
+	created := s.orNow(m.CreatedAt).UnixNano()
+	return s.exec(ctx, func(w *writeStmts) error {
+		n, err := w.exec(w.addMessage, m.ID, m.To, m.Body, boolInt(m.PreviewURL), created)
+		if err != nil {
+			return fmt.Errorf("store: add message: %w", err)
+		}
+		if n == 0 { // ON CONFLICT (id) DO NOTHING
+			return ErrDuplicate
+		}
+		return nil
+	})
+}
+
+// Message returns an outbound message by ID (ErrNotFound).
+func (s *SQLite) Message(ctx context.Context, id string) (Message, error) {
+	if err := s.readable(); err != nil {
+		return Message{}, err
+	}
+	m, err := scanMessage(s.rs.message.QueryRowContext(ctx, id))
+	if err != nil {
+		return Message{}, s.readErr("message", err)
+	}
+	return m, nil
+}
+
+// Unsent returns the messages still in StatusAccepted with Seq > afterSeq, in Seq order, at most
+// limit (> 0, else ErrInvalidArgument).
+func (s *SQLite) Unsent(ctx context.Context, afterSeq int64, limit int) ([]Message, error) {
+	if err := checkLimit(limit); err != nil {
+		return nil, err
+	}
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	rows, err := s.rs.unsent.QueryContext(ctx, afterSeq, int64(limit))
+	if err != nil {
+		return nil, s.readErr("unsent", err)
+	}
+	defer rows.Close()
+	var out []Message
+	for rows.Next() {
+		m, err := scanMessage(rows)
+		if err != nil {
+			return nil, s.readErr("unsent", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, s.readErr("unsent", err)
+	}
+	return out, nil
+}
+
+func scanMessage(r rowScanner) (Message, error) {
+	var (
+		m                               Message
+		preview                         int64
+		serverID, created               sql.NullInt64
+		sent, delivered, readAt, failed sql.NullInt64
+		errCode                         sql.NullInt64
+		errTitle, errDetails            sql.NullString
+	)
+	if err := r.Scan(&m.Seq, &m.ID, &m.To, &m.Body, &preview, &m.Status, &serverID, &created, &sent,
+		&delivered, &readAt, &failed, &errCode, &errTitle, &errDetails); err != nil {
+		return Message{}, err
+	}
+	m.PreviewURL = preview != 0
+	m.ServerID = uint64(serverID.Int64)
+	m.CreatedAt = timeFrom(created)
+	m.SentAt = timeFrom(sent)
+	m.DeliveredAt = timeFrom(delivered)
+	m.ReadAt = timeFrom(readAt)
+	m.FailedAt = timeFrom(failed)
+	if errCode.Valid || errTitle.Valid || errDetails.Valid {
+		m.Error = &ErrorInfo{Code: int(errCode.Int64), Title: errTitle.String, Details: errDetails.String}
+	}
+	return m, nil
+}
+
+// MarkSent records the server's acknowledgement of id.
+//
+// From StatusAccepted: Status becomes StatusSent, ServerID and SentAt are set and cb is queued.
+// Already further (delivered or read because a receipt overtook the ack, sent by a repeated ack,
+// or failed): the status stays, ServerID and SentAt are filled in only where still missing, and cb
+// is NOT queued — nothing a webhook receiver has not seen changed. ErrNotFound if there is no such
+// message. A zero at means now; serverID 0 stores none.
+func (s *SQLite) MarkSent(ctx context.Context, id string, serverID uint64, at time.Time, cb *Callback) (changed bool, err error) {
+	if err := checkCallback(cb); err != nil {
+		return false, err
+	}
+	now := s.now().UnixNano()
+	sentAt := now
+	if !at.IsZero() {
+		sentAt = at.UnixNano()
+	}
+	sid := serverIDArg(serverID)
+	err = s.exec(ctx, func(w *writeStmts) error {
+		n, err := w.exec(w.markSent, sid, sentAt, id)
+		if err != nil {
+			return fmt.Errorf("store: mark sent: %w", err)
+		}
+		if n == 1 {
+			changed = true
+			return w.insertCallback(cb, now)
+		}
+		if n, err = w.exec(w.markSentFill, sid, sentAt, id); err != nil {
+			return fmt.Errorf("store: mark sent: %w", err)
+		}
+		if n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	return changed && err == nil, err
+}
+
+// MarkStatus advances id to StatusDelivered or StatusRead (any other status: ErrInvalidArgument).
+// A status never goes backwards and failed is terminal: when the message is already at or past
+// status (or failed), nothing changes, cb is not queued and changed is false. Read implies
+// delivered: DeliveredAt is set too if it was missing. ErrNotFound if there is no such message. A
+// zero at means now.
+func (s *SQLite) MarkStatus(ctx context.Context, id string, status string, at time.Time, cb *Callback) (changed bool, err error) {
+	var st func(w *writeStmts) *sql.Stmt
+	switch status {
+	case StatusDelivered:
+		st = func(w *writeStmts) *sql.Stmt { return w.markDelivered }
+	case StatusRead:
+		st = func(w *writeStmts) *sql.Stmt { return w.markRead }
+	default:
+		return false, fmt.Errorf("%w: MarkStatus to %q (want %q or %q)", ErrInvalidArgument, status, StatusDelivered, StatusRead)
+	}
+	if err := checkCallback(cb); err != nil {
+		return false, err
+	}
+	now := s.now().UnixNano()
+	stamp := now
+	if !at.IsZero() {
+		stamp = at.UnixNano()
+	}
+	err = s.exec(ctx, func(w *writeStmts) error {
+		n, err := w.exec(st(w), stamp, id)
+		if err != nil {
+			return fmt.Errorf("store: mark %s: %w", status, err)
+		}
+		if n == 0 {
+			return w.mustExist(id)
+		}
+		changed = true
+		return w.insertCallback(cb, now)
+	})
+	if err != nil {
+		return false, err
+	}
+	return changed, nil
+}
+
+// MarkFailed ends id with StatusFailed, FailedAt and the error, and queues cb. Only a message not
+// yet delivered can fail (accepted or sent); on a delivered, read or already failed message it
+// changes nothing and queues nothing (the first failure is kept). ErrNotFound if there is no such
+// message. A zero at means now.
+func (s *SQLite) MarkFailed(ctx context.Context, id string, e ErrorInfo, at time.Time, cb *Callback) error {
+	if err := checkCallback(cb); err != nil {
+		return err
+	}
+	now := s.now().UnixNano()
+	stamp := now
+	if !at.IsZero() {
+		stamp = at.UnixNano()
+	}
+	return s.exec(ctx, func(w *writeStmts) error {
+		n, err := w.exec(w.markFailed, stamp, int64(e.Code), e.Title, e.Details, id)
+		if err != nil {
+			return fmt.Errorf("store: mark failed: %w", err)
+		}
+		if n == 0 {
+			return w.mustExist(id)
+		}
+		return w.insertCallback(cb, now)
+	})
+}

@@ -1,0 +1,307 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync/atomic"
+)
+
+// op is one write operation waiting for the writer.
+type op struct {
+	ctx   context.Context
+	fn    func(w *writeStmts) error // runs inside the batch transaction, inside its own savepoint
+	state atomic.Int32
+	done  chan error // buffered(1): the result, sent once
+}
+
+// Operation states. queued → taken (by the writer) or queued → canceled (by the caller, or by the
+// writer when it finds the context done); whoever wins the compare-and-swap decides.
+const (
+	opQueued int32 = iota
+	opTaken
+	opCanceled
+)
+
+// exec sends fn to the writer and waits for the commit of the transaction that ran it; see the
+// Contexts section of SQLite for what ctx means here.
+func (s *SQLite) exec(ctx context.Context, fn func(w *writeStmts) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case s.ops <- o:
+		s.mu.RUnlock()
+	case <-ctx.Done():
+		s.mu.RUnlock()
+		return ctx.Err()
+	}
+	select {
+	case err := <-o.done:
+		return err
+	case <-ctx.Done():
+		if o.state.CompareAndSwap(opQueued, opCanceled) {
+			return ctx.Err() // the writer will skip it
+		}
+		return <-o.done // taken: it runs; wait for the real result
+	}
+}
+
+// run is the writer goroutine: it takes the first waiting operation, then every other one already
+// waiting up to maxBatch, and commits them together.
+func (s *SQLite) run() {
+	defer close(s.stopped)
+	batch := make([]*op, 0, s.maxBatch)
+	taken := make([]*op, 0, s.maxBatch)
+	errs := make([]error, s.maxBatch)
+	for {
+		o, ok := <-s.ops
+		if !ok {
+			return
+		}
+		batch = append(batch[:0], o)
+	fill:
+		for len(batch) < s.maxBatch {
+			select {
+			case o, ok := <-s.ops:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, o)
+			default:
+				break fill
+			}
+		}
+		taken = taken[:0]
+		for _, o := range batch {
+			if err := o.ctx.Err(); err != nil {
+				if o.state.CompareAndSwap(opQueued, opCanceled) {
+					o.done <- err
+				}
+				continue
+			}
+			if o.state.CompareAndSwap(opQueued, opTaken) {
+				taken = append(taken, o)
+			}
+		}
+		clear(batch) // drop references for the GC
+		if len(taken) > 0 {
+			s.runBatch(taken, errs[:len(taken)])
+		}
+		clear(taken)
+	}
+}
+
+// runBatch runs ops in one transaction, each in a savepoint, commits, and answers every caller.
+func (s *SQLite) runBatch(ops []*op, errs []error) {
+	w := &s.ws
+	answer := func(batchErr error) {
+		var ok, bad uint64
+		for i, o := range ops {
+			err := errs[i]
+			if batchErr != nil {
+				err = batchErr
+			}
+			if err == nil {
+				ok++
+			} else {
+				bad++
+			}
+			o.done <- err
+			errs[i] = nil
+		}
+		s.committed.Add(ok)
+		s.failed.Add(bad)
+	}
+	if err := w.run(w.begin); err != nil {
+		answer(fmt.Errorf("store: begin: %w", err))
+		return
+	}
+	for i, o := range ops {
+		if err := w.run(w.savepoint); err != nil {
+			w.abort()
+			answer(fmt.Errorf("store: savepoint: %w", err))
+			return
+		}
+		err := o.fn(w)
+		if err != nil {
+			// Undo this operation only. If even that fails, SQLite has rolled back the whole
+			// transaction (disk full, I/O error, …): the batch is lost. (%v, not %w: the other
+			// callers must not see this operation's sentinel errors as theirs.)
+			if rerr := w.run(w.rollbackTo); rerr != nil {
+				w.abort()
+				answer(fmt.Errorf("store: transaction rolled back, batch lost (after: %v)", err))
+				return
+			}
+		}
+		if rerr := w.run(w.release); rerr != nil {
+			w.abort()
+			answer(fmt.Errorf("store: release savepoint: %w", rerr))
+			return
+		}
+		errs[i] = err
+	}
+	if err := w.run(w.commit); err != nil {
+		w.abort()
+		answer(fmt.Errorf("store: commit: %w", err))
+		return
+	}
+	s.commits.Add(1)
+	if n := int64(len(ops)); n > s.maxSeen.Load() {
+		s.maxSeen.Store(n) // only the writer stores
+	}
+	answer(nil)
+}
+
+// writeStmts are the statements prepared on the writer connection. Only the writer goroutine
+// uses them (and Open, before it starts).
+type writeStmts struct {
+	begin, commit, rollback, savepoint, release, rollbackTo *sql.Stmt
+
+	saveSettings                                      *sql.Stmt
+	putUser, putToken                                 *sql.Stmt
+	deleteToken, deleteUserTokens, deleteExpiredToken *sql.Stmt
+	putAccount                                        *sql.Stmt
+
+	addMessage, messageExists           *sql.Stmt
+	markSent, markSentFill              *sql.Stmt
+	markDelivered, markRead, markFailed *sql.Stmt
+	saveInbound, requestRead, readSent  *sql.Stmt
+	enqueueCallback, deleteCallback     *sql.Stmt
+	retryCallback                       *sql.Stmt
+}
+
+func (w *writeStmts) prepare(ctx context.Context, s *SQLite) error {
+	list := []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&w.begin, `BEGIN IMMEDIATE`},
+		{&w.commit, `COMMIT`},
+		{&w.rollback, `ROLLBACK`},
+		{&w.savepoint, `SAVEPOINT op`},
+		{&w.release, `RELEASE op`},
+		{&w.rollbackTo, `ROLLBACK TO op`},
+
+		{&w.saveSettings, `INSERT INTO settings (id, doc, updated_at) VALUES (1, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`},
+		{&w.putUser, `INSERT INTO users (name, password_hash, must_change, updated_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (name) DO UPDATE SET password_hash = excluded.password_hash,
+				must_change = excluded.must_change, updated_at = excluded.updated_at`},
+		{&w.putToken, `INSERT INTO tokens (hash, user, created_at, expires_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (hash) DO UPDATE SET user = excluded.user, created_at = excluded.created_at,
+				expires_at = excluded.expires_at`},
+		{&w.deleteToken, `DELETE FROM tokens WHERE hash = ?`},
+		{&w.deleteUserTokens, `DELETE FROM tokens WHERE user = ?`},
+		{&w.deleteExpiredToken, `DELETE FROM tokens WHERE expires_at < ?`},
+		{&w.putAccount, `INSERT INTO account (id, phone, method, cert, vname, registered, business,
+				display_name, device_priv, server_key, config, config_at, verified_at, updated_at)
+			VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET phone = excluded.phone, method = excluded.method,
+				cert = excluded.cert, vname = excluded.vname, registered = excluded.registered,
+				business = excluded.business, display_name = excluded.display_name,
+				device_priv = excluded.device_priv, server_key = excluded.server_key,
+				config = excluded.config, config_at = excluded.config_at,
+				verified_at = excluded.verified_at, updated_at = excluded.updated_at`},
+
+		{&w.addMessage, `INSERT INTO messages (id, recipient, body, preview_url, status, created_at)
+			VALUES (?, ?, ?, ?, 'accepted', ?) ON CONFLICT (id) DO NOTHING`},
+		{&w.messageExists, `SELECT 1 FROM messages WHERE id = ?`},
+		// accepted → sent: the common case, one statement.
+		{&w.markSent, `UPDATE messages SET status = 'sent', server_id = coalesce(server_id, ?),
+			sent_at = coalesce(sent_at, ?) WHERE id = ? AND status = 'accepted'`},
+		// Already past accepted (a receipt overtook the ack, or a repeated ack): fill in what is
+		// missing, leave the status.
+		{&w.markSentFill, `UPDATE messages SET server_id = coalesce(server_id, ?),
+			sent_at = coalesce(sent_at, ?) WHERE id = ?`},
+		// The status conditions have at most two constants: a longer IN list costs a temporary
+		// b-tree per execution.
+		{&w.markDelivered, `UPDATE messages SET status = 'delivered', delivered_at = coalesce(delivered_at, ?)
+			WHERE id = ? AND status IN ('accepted', 'sent')`},
+		{&w.markRead, `UPDATE messages SET status = 'read', delivered_at = coalesce(delivered_at, ?1),
+			read_at = coalesce(read_at, ?1) WHERE id = ?2 AND status NOT IN ('read', 'failed')`},
+		{&w.markFailed, `UPDATE messages SET status = 'failed', failed_at = ?, error_code = ?,
+			error_title = ?, error_details = ? WHERE id = ? AND status IN ('accepted', 'sent')`},
+
+		{&w.saveInbound, `INSERT INTO inbound (id, server_id, sender, type, body, content, server_time,
+				received_at, read_requested, read_sent)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (server_id) DO NOTHING`},
+		{&w.requestRead, `UPDATE inbound SET read_requested = 1 WHERE id = ? RETURNING ` + inboundCols},
+		{&w.readSent, `UPDATE inbound SET read_sent = 1 WHERE id = ? AND read_sent = 0`},
+
+		{&w.enqueueCallback, `INSERT INTO callbacks (payload, attempts, next_at, created_at, last_error)
+			VALUES (?, ?, ?, ?, ?)`},
+		{&w.deleteCallback, `DELETE FROM callbacks WHERE id = ?`},
+		{&w.retryCallback, `UPDATE callbacks SET attempts = ?, next_at = ?, last_error = ? WHERE id = ?`},
+	}
+	for _, p := range list {
+		st, err := s.prepareOn(ctx, s.wc, p.q)
+		if err != nil {
+			return err
+		}
+		*p.st = st
+	}
+	return nil
+}
+
+// bg is the context of every statement the writer runs: a batch is never interrupted for one
+// caller, and a context without Done spares the driver its interrupt watcher.
+var bg = context.Background()
+
+// run executes a statement without arguments (BEGIN, SAVEPOINT, …).
+func (w *writeStmts) run(st *sql.Stmt) error {
+	_, err := st.ExecContext(bg)
+	return err
+}
+
+// exec executes st and returns the number of rows it changed.
+func (w *writeStmts) exec(st *sql.Stmt, args ...any) (int64, error) {
+	res, err := st.ExecContext(bg, args...)
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
+}
+
+// abort rolls back the open transaction, if any (the error is that there is none).
+func (w *writeStmts) abort() {
+	_ = w.run(w.rollback)
+}
+
+// insertCallback queues cb (nil: nothing). at fills a zero NextAt and CreatedAt.
+func (w *writeStmts) insertCallback(cb *Callback, now int64) error {
+	if cb == nil {
+		return nil
+	}
+	next, created := now, now
+	if !cb.NextAt.IsZero() {
+		next = cb.NextAt.UnixNano()
+	}
+	if !cb.CreatedAt.IsZero() {
+		created = cb.CreatedAt.UnixNano()
+	}
+	if _, err := w.exec(w.enqueueCallback, []byte(cb.Payload), int64(cb.Attempts), next, created, cb.LastError); err != nil {
+		return fmt.Errorf("store: queue callback: %w", err)
+	}
+	return nil
+}
+
+// mustExist returns ErrNotFound unless the outbox has id.
+func (w *writeStmts) mustExist(id string) error {
+	var one int
+	err := w.messageExists.QueryRowContext(bg, id).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("store: message: %w", err)
+	}
+	return nil
+}

@@ -93,7 +93,7 @@ func (h *hookReceiver) waitFor(t *testing.T, what string, cond func() bool) {
 
 var bizapiBin string
 
-func buildBizapi(t *testing.T) string {
+func buildBizapi(t testing.TB) string {
 	t.Helper()
 	if bizapiBin == "" {
 		bizapiBin = filepath.Join(filepath.Dir(chatdBin), "bizapi")
@@ -106,7 +106,7 @@ func buildBizapi(t *testing.T) string {
 
 // bizapiProc is a bizapi process that can be killed and started again on the same data and port.
 type bizapiProc struct {
-	t      *testing.T
+	t      testing.TB
 	args   []string
 	base   string
 	cmd    *exec.Cmd
@@ -300,7 +300,7 @@ func (s *shopper) HandleReceipt(_ context.Context, r *chatdpb.Receipt) error {
 	return nil
 }
 
-func startShopper(t *testing.T, n *node.Node) *shopper {
+func startShopper(t testing.TB, n *node.Node) *shopper {
 	t.Helper()
 	dev, _ := pki.GenerateStaticKey()
 	if _, err := n.Store.RegisterDevice(context.Background(), serverstore.Account{Phone: custPhone, DevicePub: dev.Public[:]}); err != nil {
@@ -322,7 +322,7 @@ func startShopper(t *testing.T, n *node.Node) *shopper {
 	return s
 }
 
-func startNode(t *testing.T) (*node.Node, string) {
+func startNode(t testing.TB) (*node.Node, string) {
 	t.Helper()
 	data := t.TempDir()
 	n, err := node.Start(node.Config{DataDir: data, Dev: true, ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "off"})

@@ -273,7 +273,7 @@ func (d *chatd) client(t *testing.T, dev noisesock.Keypair, h client.Handler) *c
 	return c
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx

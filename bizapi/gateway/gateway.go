@@ -189,11 +189,14 @@ func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
 		g.cli = nil
 		g.mu.Unlock()
 	}()
+	// The senders stop with the client, also when it stops on its own (a permanent error).
+	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); g.sendOutbox(ctx, cli) }()
-	go func() { defer wg.Done(); g.sendReads(ctx, cli) }()
+	go func() { defer wg.Done(); g.sendOutbox(sctx, cli) }()
+	go func() { defer wg.Done(); g.sendReads(sctx, cli) }()
 	err = cli.Run(ctx)
+	cancel()
 	wg.Wait()
 	return err
 }

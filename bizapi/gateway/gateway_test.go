@@ -382,3 +382,24 @@ func TestHTTPSDownAtStartUsesCachedConfig(t *testing.T) {
 		t.Fatalf("health does not report the failed config fetch: %+v", h)
 	}
 }
+
+// A number registered again on another device (here: directly at chatd) stops this gateway for good:
+// health says disconnected and why, and Run keeps running (it does not hang or exit).
+func TestReplacedDeviceDisconnects(t *testing.T) {
+	e := newEnv(t)
+	e.register()
+	other, _ := pki.GenerateStaticKey()
+	if _, err := e.chatd.Store.RegisterDevice(context.Background(), serverstore.Account{Phone: bizPhone, Business: true, DisplayName: "Acme", DevicePub: other.Public[:]}); err != nil {
+		t.Fatal(err)
+	}
+	e.chatd.Server.DeviceChanged(bizPhone, other.Public)
+	waitUntil(t, "gateway disconnected", func() bool { return e.gw.Health().GatewayStatus == gateway.StatusDisconnected })
+	if h := e.gw.Health(); !strings.Contains(h.LastError, "not registered") {
+		t.Fatalf("health does not say why: %+v", h)
+	}
+	select {
+	case err := <-e.done:
+		t.Fatalf("Run returned: %v", err)
+	default:
+	}
+}

@@ -26,13 +26,14 @@ import (
 
 // Defaults of Config fields left at zero (DESIGN §6).
 const (
-	DefaultPingInterval = 25 * time.Second
-	DefaultPingJitter   = 5 * time.Second
-	DefaultPongTimeout  = 10 * time.Second
-	DefaultDialTimeout  = 10 * time.Second
-	DefaultMinBackoff   = 500 * time.Millisecond
-	DefaultMaxBackoff   = 30 * time.Second
-	DefaultStableAfter  = 60 * time.Second
+	DefaultPingInterval   = 25 * time.Second
+	DefaultPingJitter     = 5 * time.Second
+	DefaultPongTimeout    = 10 * time.Second
+	DefaultDialTimeout    = 10 * time.Second
+	DefaultConnectTimeout = 3 * time.Second
+	DefaultMinBackoff     = 500 * time.Millisecond
+	DefaultMaxBackoff     = 30 * time.Second
+	DefaultStableAfter    = 60 * time.Second
 )
 
 // Handler receives deliveries. Both methods run on the connection's reader goroutine, one at a time,
@@ -67,6 +68,9 @@ type Config struct {
 	PongTimeout time.Duration
 	// DialTimeout bounds one attempt: TCP connect, handshake and login. If zero, 10 s.
 	DialTimeout time.Duration
+	// ConnectTimeout bounds the TCP connect to one address, so that a silently dropped port does
+	// not use up DialTimeout before the next address is tried. If zero, 3 s.
+	ConnectTimeout time.Duration
 	// MinBackoff, MaxBackoff: the reconnect delay grows exponentially from MinBackoff to MaxBackoff
 	// with full jitter. If zero, 0.5 s and 30 s.
 	MinBackoff, MaxBackoff time.Duration
@@ -174,6 +178,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.DialTimeout <= 0 {
 		cfg.DialTimeout = DefaultDialTimeout
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = DefaultConnectTimeout
 	}
 	if cfg.MinBackoff <= 0 {
 		cfg.MinBackoff = DefaultMinBackoff

@@ -52,7 +52,9 @@ func (c *Client) dial(ctx context.Context) (net.Conn, string, error) {
 	}
 	var errs []error
 	for _, addr := range c.cfg.Addrs {
-		nc, err := dial(ctx, "tcp", addr)
+		actx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
+		nc, err := dial(actx, "tcp", addr)
+		cancel()
 		if err == nil {
 			return nc, addr, nil
 		}

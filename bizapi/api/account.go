@@ -62,6 +62,8 @@ func (h *Handler) register(w http.ResponseWriter, r *http.Request, _ identity) e
 		h.writeMeta(w, http.StatusCreated)
 		return nil
 	}
+	// A new registration replaced the number in use: sends wait for its verification again.
+	h.registered.Store(false)
 	return h.writeJSON(w, http.StatusAccepted, accountResponse{Account: []accountVName{{VName: res.VName}}})
 }
 

@@ -205,28 +205,14 @@ func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
 // and builds the chat client's configuration.
 func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.Config {
 	key, _ := pki.StaticKeyFromPrivate(acct.DevicePriv) // a stored private key is always valid
-	cc, err := g.fetchConfig(ctx)
-	if err == nil {
-		if doc, merr := json.Marshal(cc); merr == nil {
-			acct.Config, acct.ConfigAt = doc, g.cfg.Now()
-			if perr := g.cfg.Store.PutAccount(ctx, acct); perr != nil {
-				g.log.Warn("gateway: caching the server config", "err", perr)
-			}
-		}
-		g.setConfigError("")
-	} else {
-		g.setConfigError(fmt.Sprintf("fetching %s/v1/config failed (%v); using the config cached at %s",
-			g.cfg.ServerURL, err, acct.ConfigAt.Format(time.RFC3339)))
+	cc, err := g.refreshConfig(ctx, acct)
+	if err != nil {
 		g.log.Warn("gateway: HTTPS config fetch failed; running from the cached config", "err", err)
 		json.Unmarshal(acct.Config, &cc)
+		go g.retryConfig(ctx, acct)
 	}
-	serverKey, addrs, perr := regclient.ParseConfig(cc)
-	if perr != nil || serverKey != acct.ServerKey {
-		if perr == nil {
-			// The server now publishes another key than the one pinned at registration: do not
-			// follow it; the pinned one decides (a mismatch fails the handshake with a clear error).
-			g.log.Error("gateway: the server publishes a different static key than the pinned one; keeping the pinned key")
-		}
+	_, addrs, perr := regclient.ParseConfig(cc)
+	if perr != nil {
 		addrs = fallbackAddrs(g.cfg.ServerURL)
 	}
 	cfg := client.Config{
@@ -244,10 +230,50 @@ func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.C
 	return cfg
 }
 
-func (g *Gateway) fetchConfig(ctx context.Context) (regtypes.ClientConfig, error) {
+// refreshConfig fetches the server's config over HTTPS, caches it with the account and sets or
+// clears the config error shown in health (N7).
+func (g *Gateway) refreshConfig(ctx context.Context, acct store.Account) (regtypes.ClientConfig, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	return g.reg.Config(cctx)
+	cc, err := g.reg.Config(cctx)
+	if err != nil {
+		g.setConfigError(fmt.Sprintf("fetching %s/v1/config failed (%v); using the config cached at %s",
+			g.cfg.ServerURL, err, acct.ConfigAt.Format(time.RFC3339)))
+		return cc, err
+	}
+	if key, _, perr := regclient.ParseConfig(cc); perr == nil && key != acct.ServerKey {
+		// Never follow a new key: the pinned one decides, and a server that cannot prove it fails
+		// the handshake with a clear error. Say so where an admin looks.
+		g.setConfigError("the server publishes a different static key than the one pinned at registration; " +
+			"the pinned key is used (re-register if the server's key really changed)")
+		g.log.Error("gateway: the server publishes a different static key than the pinned one; keeping the pinned key")
+	} else {
+		g.setConfigError("")
+	}
+	if doc, merr := json.Marshal(cc); merr == nil {
+		acct.Config, acct.ConfigAt = doc, g.cfg.Now()
+		if perr := g.cfg.Store.PutAccount(ctx, acct); perr != nil {
+			g.log.Warn("gateway: caching the server config", "err", perr)
+		}
+	}
+	return cc, nil
+}
+
+// retryConfig fetches the config again every minute until it succeeds or ctx ends, so that health
+// stops reporting a config error once HTTPS is back.
+func (g *Gateway) retryConfig(ctx context.Context, acct store.Account) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := g.refreshConfig(ctx, acct); err == nil {
+				return
+			}
+		}
+	}
 }
 
 // fallbackAddrs derives chat addresses from the HTTPS URL when no config is known: the host on 5222.
@@ -450,14 +476,24 @@ func (g *Gateway) sendReads(ctx context.Context, cli *client.Client) {
 			for i, m := range pending {
 				ids[i], names[i] = m.ServerID, m.ID
 			}
-			if err := cli.MarkRead(ctx, ids...); err == nil {
+			err := cli.MarkRead(ctx, ids...)
+			if err == nil {
 				if err := g.cfg.Store.ReadSent(ctx, names); err != nil {
 					g.log.Error("gateway: recording sent read receipts", "err", err)
 				}
 				continue
-			} else if ctx.Err() == nil {
-				g.log.Error("gateway: read receipts refused", "err", err)
 			}
+			if ctx.Err() != nil {
+				return
+			}
+			g.log.Error("gateway: read receipts refused; retrying in 30 s", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(30 * time.Second):
+			case <-g.readsWake:
+			}
+			continue
 		}
 		select {
 		case <-ctx.Done():

@@ -52,8 +52,8 @@ type RegisterRequest struct {
 
 // RegisterResult answers POST /v1/account.
 type RegisterResult struct {
-	// AlreadyRegistered: this number is registered and connected with this bizapi (201); no code
-	// was sent.
+	// AlreadyRegistered: this number is registered with this bizapi already (201); no code was
+	// sent.
 	AlreadyRegistered bool
 	VName             string // the certificate's verified name
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/store"
 	"github.com/chatd-dev/chatd/bizapi/webhook"
 	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/internal/run"
 )
 
 // DBFile is the database in the data folder.
@@ -69,10 +70,7 @@ type Daemon struct {
 	log      *slog.Logger
 	srv      *http.Server
 	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	errOnce  sync.Once
-	err      error
-	done     chan struct{}
+	parts    run.Group // the gateway, the dispatcher, the settings watcher and the REST API
 	shutdown sync.Once
 }
 
@@ -175,7 +173,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 	rctx, cancel := context.WithCancel(context.Background())
 	d = &Daemon{
 		Addr: ln.Addr(), Store: st, Gateway: gw, API: h, Settings: live,
-		log: log, cancel: cancel, done: make(chan struct{}),
+		log: log, cancel: cancel, parts: run.Group{Prefix: "bizapi"},
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -183,9 +181,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 		},
 	}
-	d.goRun("gateway", func() error { return gw.Run(rctx) })
-	d.goRun("webhook dispatcher", func() error { return disp.Run(rctx) })
-	d.goRun("settings watcher", func() error {
+	d.parts.Go("gateway", func() error { return gw.Run(rctx) })
+	d.parts.Go("webhook dispatcher", func() error { return disp.Run(rctx) })
+	d.parts.Go("settings watcher", func() error {
 		ch := live.Subscribe()
 		defer live.Unsubscribe(ch)
 		for {
@@ -197,7 +195,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 			}
 		}
 	})
-	d.goRun("REST API", func() error {
+	d.parts.Go("REST API", func() error {
 		if err := d.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return err
 		}
@@ -244,31 +242,11 @@ func webhookSettings(s settings.Settings) webhook.Settings {
 	}
 }
 
-func (d *Daemon) goRun(what string, run func() error) {
-	d.wg.Add(1)
-	go func() {
-		defer d.wg.Done()
-		if err := run(); err != nil {
-			d.errOnce.Do(func() {
-				d.err = fmt.Errorf("bizapi: %s: %w", what, err)
-				close(d.done)
-			})
-		}
-	}()
-}
-
 // Done is closed when a part failed; Err says why.
-func (d *Daemon) Done() <-chan struct{} { return d.done }
+func (d *Daemon) Done() <-chan struct{} { return d.parts.Done() }
 
 // Err is the failure that closed Done, or nil.
-func (d *Daemon) Err() error {
-	select {
-	case <-d.done:
-		return d.err
-	default:
-		return nil
-	}
-}
+func (d *Daemon) Err() error { return d.parts.Err() }
 
 // Shutdown stops the REST API (finishing requests), the gateway (saying goodbye to chatd) and the
 // dispatcher, and closes the store, within ctx. Accepted messages stay in the store and go out at
@@ -278,7 +256,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	d.shutdown.Do(func() {
 		errs := []error{d.srv.Shutdown(ctx)}
 		d.cancel()
-		d.wg.Wait()
+		d.parts.Wait()
 		errs = append(errs, d.API.Close(), d.Store.Close())
 		err = errors.Join(errs...)
 	})

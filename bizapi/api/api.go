@@ -23,6 +23,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/bizapi/settings"
 	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 )
 
 // Gateway is what the API needs of the chatd connection; *gateway.Gateway implements it.
@@ -101,7 +102,7 @@ type Handler struct {
 
 	// Shared by requests; each has its own lock (or is atomic).
 	tokens     tokenCache
-	logins     *loginLimiter
+	logins     *keyedlimit.Limiter
 	bcryptSem  chan struct{} // bounds concurrent bcrypt work so logins cannot starve sends
 	contacts   contactCache
 	settingsMu sync.Mutex  // serializes PATCH/DELETE of the settings (read, change, save, set)
@@ -346,7 +347,7 @@ func (h *Handler) writeError(w http.ResponseWriter, e *Error) {
 	}
 	hdr := w.Header()
 	if e.retryAfter > 0 {
-		hdr.Set("Retry-After", strconv.Itoa(retryAfterSeconds(e.retryAfter)))
+		hdr.Set("Retry-After", strconv.Itoa(keyedlimit.RetryAfterSeconds(e.retryAfter)))
 	}
 	if e.header[0] != "" {
 		hdr.Set(e.header[0], e.header[1])

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 )
 
 // AdminUser is the user EnsureAdmin creates, with DefaultAdminPassword unless told otherwise.
@@ -184,10 +185,10 @@ const expiresAfterLayout = "2006-01-02 15:04:05-07:00"
 
 // login: POST /v1/users/login.
 func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ identity) error {
-	addr := clientKey(r.RemoteAddr)
+	addr := keyedlimit.ClientKey(r.RemoteAddr)
 	now := h.now()
-	if wait, blocked := h.logins.blocked(addr, now); blocked {
-		return errTooMany(wait, "too many failed logins from this address; retry in %d s", retryAfterSeconds(wait))
+	if blocked, wait := h.logins.Blocked(addr, now); blocked {
+		return errTooMany(wait, "too many failed logins from this address; retry in %d s", keyedlimit.RetryAfterSeconds(wait))
 	}
 	name, password, ok := r.BasicAuth()
 	if !ok {
@@ -223,7 +224,7 @@ func (h *Handler) login(w http.ResponseWriter, r *http.Request, _ identity) erro
 		return err
 	}
 	if u.Name == "" || !match {
-		h.logins.failed(addr, now)
+		h.logins.Take(addr, now)
 		return errUnauthorized("Basic", "wrong user name or password")
 	}
 

@@ -235,31 +235,6 @@ func TestLoginRateLimit(t *testing.T) {
 	}
 }
 
-func TestLoginLimiterMemoryBounded(t *testing.T) {
-	l := newLoginLimiter(LoginRate{Burst: 1, Every: time.Minute, MaxAddresses: 3})
-	for _, a := range []string{"a", "b", "c", "d"} {
-		l.failed(a, t0)
-	}
-	if n := len(l.keys); n != 3 {
-		t.Fatalf("%d addresses kept, want 3", n)
-	}
-	if _, blocked := l.blocked("a", t0); blocked {
-		t.Fatal("the least recent address was not dropped")
-	}
-	if _, blocked := l.blocked("d", t0); !blocked {
-		t.Fatal("d not blocked")
-	}
-	if _, blocked := l.blocked("d", t0.Add(time.Minute)); blocked || len(l.keys) != 0 {
-		t.Fatalf("refilled buckets kept: %d", len(l.keys))
-	}
-	if got := clientKey("[2001:db8:1:2:3:4:5:6]:443"); got != "2001:db8:1:2::/64" {
-		t.Fatalf("clientKey v6 = %q", got)
-	}
-	if got := clientKey("[::ffff:192.0.2.1]:1"); got != "192.0.2.1" {
-		t.Fatalf("clientKey mapped = %q", got)
-	}
-}
-
 func TestAPIKey(t *testing.T) {
 	const key = "k3y-for-monitoring"
 	e := newEnv(t, func(c *Config) { c.APIKey = key })

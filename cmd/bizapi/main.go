@@ -8,7 +8,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -16,7 +15,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/chatd-dev/chatd/bizapi"
 	"github.com/chatd-dev/chatd/internal/cliutil"
@@ -46,33 +44,12 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(args[1:], stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "bizapi", version)
-	case "help", "-h", "--help":
-		if len(args) > 1 {
-			return run([]string{args[1], "-h"}, stdout, stderr)
-		}
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "bizapi: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "bizapi:", err)
-		return 1
-	}
-	return 0
+	return cliutil.Program{
+		Name: "bizapi", Version: version, Usage: usage,
+		Commands: map[string]cliutil.Command{
+			"serve": cmdServe,
+		},
+	}.Run(args, stdout, stderr)
 }
 
 // fileConfig is the config file (TOML, snake_case) and the flags (kebab-case) of "bizapi serve".
@@ -109,8 +86,6 @@ func newServeFlags(c *fileConfig) *flag.FlagSet {
 	return fs
 }
 
-func (c *fileConfig) load(path string) error { return cliutil.LoadTOML(path, c) }
-
 func (c *fileConfig) daemonConfig() bizapi.Config {
 	return bizapi.Config{
 		DataDir: c.DataDir, Listen: c.Listen, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
@@ -140,17 +115,8 @@ Examples:
   bizapi serve --server https://localhost:8443 --server-ca chatd-data/tls/ca.pem --webhook-url http://127.0.0.1:9000/hook
 `)
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := cliutil.ParseWithConfig(fs, args, &f); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
-	if path := fs.Lookup("config").Value.String(); path != "" {
-		if err := f.load(path); err != nil {
-			return err
-		}
-		fs.Parse(args)
 	}
 	logger, err := cliutil.NewLogger(stderr, f.LogLevel, f.LogFormat)
 	if err != nil {
@@ -166,16 +132,5 @@ Examples:
 		return err
 	}
 	fmt.Fprintf(stdout, "bizapi is serving the REST API on %s (chatd: %s, data: %s)\n", d.Addr, cfg.ServerURL, cfg.DataDir)
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down")
-	case <-d.Done():
-		logger.Error("a part failed; shutting down", "err", d.Err())
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := d.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return d.Err()
+	return cliutil.WaitAndShutdown(ctx, d, logger, "a part failed; shutting down")
 }

@@ -49,44 +49,20 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return 2
-	}
-	var err error
-	switch args[0] {
-	case "serve":
-		err = cmdServe(args[1:], stdout, stderr)
-	case "cert":
-		err = cmdCert(args[1:], stdout, stderr)
-	case "keys":
-		err = cmdKeys(args[1:], stdout, stderr)
-	case "version", "--version":
-		fmt.Fprintln(stdout, "chatd", version)
-	case "help", "-h", "--help":
-		if len(args) > 1 {
-			return run([]string{args[1], "-h"}, stdout, stderr)
-		}
-		fmt.Fprint(stdout, usage)
-	default:
-		fmt.Fprintf(stderr, "chatd: unknown command %q\n\n%s", args[0], usage)
-		return 2
-	}
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintln(stderr, "chatd:", err)
-		return 1
-	}
-	return 0
+	return cliutil.Program{
+		Name: "chatd", Version: version, Usage: usage,
+		Commands: map[string]cliutil.Command{
+			"serve": cmdServe,
+			"cert":  cmdCert,
+			"keys":  cmdKeys,
+		},
+	}.Run(args, stdout, stderr)
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
 	var f fileConfig
 	fs := newServeFlags(&f)
 	fs.SetOutput(stderr)
-	configFile := fs.Lookup("config").Value
 	fs.Usage = func() {
 		fmt.Fprint(stderr, `Usage: chatd serve [--config FILE] [flags]
 
@@ -107,18 +83,8 @@ Examples:
               --sms-webhook-url https://sms-gateway.internal/send
 `)
 	}
-	// A first pass finds --config; the file is loaded; a second pass lets flags override it.
-	if err := fs.Parse(args); err != nil {
+	if err := cliutil.ParseWithConfig(fs, args, &f); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
-	}
-	if path := configFile.String(); path != "" {
-		if err := f.load(path); err != nil {
-			return err
-		}
-		fs.Parse(args)
 	}
 	cfg := f.nodeConfig()
 	logger, err := cliutil.NewLogger(stderr, f.LogLevel, f.LogFormat)
@@ -138,18 +104,7 @@ Examples:
 		fmt.Fprintf(stdout, "chatd (dev mode) is serving\n  chat:    %s\n  https:   %s  (CA for clients: %s)\n  data:    %s\n  server key: %s\n",
 			n.ChatAddr, n.HTTPSURL, n.CAFile, cfg.DataDir, pki.FormatPublic(n.ServerKey))
 	}
-	select {
-	case <-ctx.Done():
-		logger.Info("shutting down")
-	case <-n.Done():
-		logger.Error("a listener failed; shutting down", "err", n.Err())
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := n.Shutdown(sctx); err != nil {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return n.Err()
+	return cliutil.WaitAndShutdown(ctx, n, logger, "a listener failed; shutting down")
 }
 
 func cmdCert(args []string, stdout, stderr io.Writer) error {

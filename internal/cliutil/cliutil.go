@@ -1,7 +1,9 @@
-// Package cliutil holds what the commands in cmd/ share: the log setup and strict TOML config files.
+// Package cliutil holds what the commands in cmd/ share: subcommand dispatch (Program), the log setup
+// and strict TOML config files.
 package cliutil
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -35,6 +37,25 @@ func LoadTOML(path string, v any) error {
 	}
 	if und := md.Undecoded(); len(und) > 0 {
 		return fmt.Errorf("config %s: unknown setting %q", path, und[0].String())
+	}
+	return nil
+}
+
+// ParseWithConfig parses args into fs, which must have a "config" flag. When it names a file, the
+// file is loaded into config (LoadTOML) and args are parsed again, so that flags override the file.
+// Arguments left after the flags are an error.
+func ParseWithConfig(fs *flag.FlagSet, args []string, config any) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%s: unexpected argument %q", fs.Name(), fs.Arg(0))
+	}
+	if path := fs.Lookup("config").Value.String(); path != "" {
+		if err := LoadTOML(path, config); err != nil {
+			return err
+		}
+		fs.Parse(args)
 	}
 	return nil
 }

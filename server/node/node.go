@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/chatd-dev/chatd/internal/run"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server"
 	"github.com/chatd-dev/chatd/server/regapi"
@@ -91,10 +92,7 @@ type Node struct {
 	cancel   context.CancelFunc
 	https    *http.Server
 	admin    *http.Server
-	wg       sync.WaitGroup
-	errOnce  sync.Once
-	err      error
-	done     chan struct{}
+	servers  run.Group // the chat, 443, HTTPS and admin listeners
 	shutdown sync.Once
 }
 
@@ -147,7 +145,7 @@ func Start(cfg Config) (n *Node, err error) {
 		ServerKey:   static.Public,
 		OperatorKey: opKey.Public().(ed25519.PublicKey),
 		log:         log,
-		done:        make(chan struct{}),
+		servers:     run.Group{Prefix: "node"},
 	}
 
 	// TLS for 443.
@@ -254,10 +252,10 @@ func Start(cfg Config) (n *Node, err error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
 	}
-	n.goServe("chat listener", func() error { return ignoreClosed(n.Server.Serve(chatLn)) })
-	n.goServe("443 chat", func() error { return ignoreClosed(n.Server.Serve(mux.Chat())) })
-	n.goServe("443 listener", func() error { return mux.Serve(ctx) })
-	n.goServe("https", func() error { return ignoreClosed(n.https.Serve(mux.HTTPS())) })
+	n.servers.Go("chat listener", func() error { return ignoreClosed(n.Server.Serve(chatLn)) })
+	n.servers.Go("443 chat", func() error { return ignoreClosed(n.Server.Serve(mux.Chat())) })
+	n.servers.Go("443 listener", func() error { return mux.Serve(ctx) })
+	n.servers.Go("https", func() error { return ignoreClosed(n.https.Serve(mux.HTTPS())) })
 	if adminLn != nil {
 		am := http.NewServeMux()
 		am.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -269,7 +267,7 @@ func Start(cfg Config) (n *Node, err error) {
 			fmt.Fprintln(w, "ok")
 		})
 		n.admin = &http.Server{Handler: am, ReadHeaderTimeout: 10 * time.Second}
-		n.goServe("admin", func() error { return ignoreClosed(n.admin.Serve(adminLn)) })
+		n.servers.Go("admin", func() error { return ignoreClosed(n.admin.Serve(adminLn)) })
 	}
 	log.Info("chatd serving",
 		"chat", n.ChatAddr.String(), "https", n.HTTPSAddr.String(), "admin", addrString(n.AdminAddr),
@@ -277,35 +275,11 @@ func Start(cfg Config) (n *Node, err error) {
 	return n, nil
 }
 
-func (n *Node) goServe(what string, serve func() error) {
-	n.wg.Add(1)
-	go func() {
-		defer n.wg.Done()
-		if err := serve(); err != nil {
-			n.fail(fmt.Errorf("node: %s: %w", what, err))
-		}
-	}()
-}
-
-func (n *Node) fail(err error) {
-	n.errOnce.Do(func() {
-		n.err = err
-		close(n.done)
-	})
-}
-
 // Done is closed when a listener fails; Err then says why.
-func (n *Node) Done() <-chan struct{} { return n.done }
+func (n *Node) Done() <-chan struct{} { return n.servers.Done() }
 
 // Err is the failure that closed Done, or nil.
-func (n *Node) Err() error {
-	select {
-	case <-n.done:
-		return n.err
-	default:
-		return nil
-	}
-}
+func (n *Node) Err() error { return n.servers.Err() }
 
 // Shutdown stops accepting, closes every chat session with SERVER_SHUTDOWN, finishes HTTPS requests,
 // and closes the store, within ctx.
@@ -324,7 +298,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if n.admin != nil {
 			errs = append(errs, n.admin.Shutdown(ctx))
 		}
-		n.wg.Wait()
+		n.servers.Wait()
 		errs = append(errs, n.Store.Close())
 		err = errors.Join(errs...)
 	})

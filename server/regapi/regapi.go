@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 	"github.com/chatd-dev/chatd/server/store"
@@ -133,10 +134,10 @@ type Handler struct {
 	serverKey    string // base64 of cfg.ServerStaticKey
 	operKey      string // base64 of cfg.OperatorKey, "" if none
 	endpoints    []Endpoint
-	codeNumber   *keyedLimiter // each limiter guards itself
-	codeAddr     *keyedLimiter
-	verifyAddr   *keyedLimiter
-	verifyNumber *keyedLimiter
+	codeNumber   *keyedlimit.Limiter // each limiter guards itself
+	codeAddr     *keyedlimit.Limiter
+	verifyAddr   *keyedlimit.Limiter
+	verifyNumber *keyedlimit.Limiter
 }
 
 // New returns a Handler for cfg. It panics if cfg.Store is nil.
@@ -214,10 +215,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // number asks for a new one.
 func (h *Handler) Sweep(ctx context.Context) error {
 	now := h.cfg.Now()
-	h.codeNumber.prune(now)
-	h.codeAddr.prune(now)
-	h.verifyAddr.prune(now)
-	h.verifyNumber.prune(now)
+	h.codeNumber.Prune(now)
+	h.codeAddr.Prune(now)
+	h.verifyAddr.Prune(now)
+	h.verifyNumber.Prune(now)
 	n, err := h.cfg.Store.DeleteExpiredCodes(ctx)
 	if err != nil {
 		return err

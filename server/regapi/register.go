@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 	"github.com/chatd-dev/chatd/phone"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
@@ -34,7 +35,7 @@ func (h *Handler) handleCode(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) codeRequest(w http.ResponseWriter, r *http.Request) *apiError {
 	ctx := r.Context()
 	now := h.cfg.Now()
-	if e := limited(h.codeAddr, clientKey(r.RemoteAddr), now, "code requests from your address"); e != nil {
+	if e := limited(h.codeAddr, keyedlimit.ClientKey(r.RemoteAddr), now, "code requests from your address"); e != nil {
 		return e
 	}
 	var req regtypes.CodeRequest
@@ -156,7 +157,7 @@ func (h *Handler) handleVerify(w http.ResponseWriter, r *http.Request) {
 func (h *Handler) verify(w http.ResponseWriter, r *http.Request) *apiError {
 	ctx := r.Context()
 	now := h.cfg.Now()
-	if e := limited(h.verifyAddr, clientKey(r.RemoteAddr), now, "verification attempts from your address"); e != nil {
+	if e := limited(h.verifyAddr, keyedlimit.ClientKey(r.RemoteAddr), now, "verification attempts from your address"); e != nil {
 		return e
 	}
 	var req regtypes.VerifyRequest
@@ -288,12 +289,12 @@ func normalizePhone(s string) (string, *apiError) {
 
 // limited takes a token from k for key and returns a rate_limited error with
 // Retry-After when there is none.
-func limited(k *keyedLimiter, key string, now time.Time, what string) *apiError {
-	ok, wait := k.allow(key, now)
+func limited(k *keyedlimit.Limiter, key string, now time.Time, what string) *apiError {
+	ok, wait := k.Allow(key, now)
 	if ok {
 		return nil
 	}
-	secs := retryAfterSeconds(wait)
+	secs := keyedlimit.RetryAfterSeconds(wait)
 	e := newAPIError(http.StatusTooManyRequests, regtypes.CodeRateLimited,
 		"Too many %s; try again in %d seconds.", what, secs)
 	e.header = http.Header{"Retry-After": {strconv.Itoa(secs)}}

@@ -122,23 +122,32 @@ func Start(cfg Config) (d *Daemon, err error) {
 		return nil, err
 	}
 
-	// callback_persist is read at start, as On-Premises ("restart needed").
+	// callback_persist is read at start, as On-Premises ("restart needed"). Without it, new callbacks
+	// live in memory; callbacks stored while it was on are still delivered from the store.
 	persist := live.Get().CallbackPersist
-	var queue webhook.Queue = st
 	mem := webhook.NewMemQueue(webhook.DefaultMemQueueMax)
-	if !persist {
-		queue = mem
-	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	hookMetrics := newWebhookMetrics(reg)
-	disp := webhook.New(webhook.Config{
-		Queue:    queue,
-		Settings: func() webhook.Settings { return webhookSettings(live.Get()) },
-		Logger:   log,
-		OnResult: hookMetrics.observe,
-		Version:  cfg.Version,
-	})
+	queues := []webhook.Queue{st}
+	if !persist {
+		queues = append(queues, mem)
+	}
+	var disps []*webhook.Dispatcher
+	for _, q := range queues {
+		disps = append(disps, webhook.New(webhook.Config{
+			Queue:    q,
+			Settings: func() webhook.Settings { return webhookSettings(live.Get()) },
+			Logger:   log,
+			OnResult: hookMetrics.observe,
+			Version:  cfg.Version,
+		}))
+	}
+	wakeAll := func() {
+		for _, d := range disps {
+			d.Wake()
+		}
+	}
 	gw, err := gateway.New(gateway.Config{
 		Store:            st,
 		ServerURL:        cfg.ServerURL,
@@ -146,7 +155,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		WantStatus:       func(s string) bool { return live.Get().StatusCallback(s) },
 		PersistCallbacks: func() bool { return persist },
 		Memory:           mem,
-		WakeCallbacks:    disp.Wake,
+		WakeCallbacks:    wakeAll,
 		Client:           cfg.Client,
 		Logger:           log,
 	})
@@ -161,7 +170,11 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("bizapi: REST API listener: %w", err)
 	}
-	if cfg.TLSCert != "" && cfg.TLSKey != "" {
+	if (cfg.TLSCert == "") != (cfg.TLSKey == "") {
+		ln.Close()
+		return nil, errors.New("bizapi: set both tls_cert and tls_key to serve the REST API over HTTPS (only one is set)")
+	}
+	if cfg.TLSCert != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
 		if err != nil {
 			ln.Close()
@@ -182,7 +195,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 		},
 	}
 	d.parts.Go("gateway", func() error { return gw.Run(rctx) })
-	d.parts.Go("webhook dispatcher", func() error { return disp.Run(rctx) })
+	for _, disp := range disps {
+		d.parts.Go("webhook dispatcher", func() error { return disp.Run(rctx) })
+	}
 	d.parts.Go("settings watcher", func() error {
 		ch := live.Subscribe()
 		defer live.Unsubscribe(ch)
@@ -191,7 +206,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 			case <-rctx.Done():
 				return nil
 			case <-ch:
-				disp.Wake() // a new URL or backoff applies at once
+				wakeAll() // a new URL or backoff applies at once
 			}
 		}
 	})

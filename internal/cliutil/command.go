@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Command runs a subcommand with the arguments after its name. It returns flag.ErrHelp when it
@@ -54,7 +55,12 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, p.Name+":", err)
+		// Library errors often name the program already ("bizapi: no data folder…"): say it once.
+		msg := err.Error()
+		if !strings.HasPrefix(msg, p.Name+": ") {
+			msg = p.Name + ": " + msg
+		}
+		fmt.Fprintln(stderr, msg)
 		return 1
 	}
 	return 0

@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/BurntSushi/toml v1.6.0
+	github.com/coder/websocket v1.8.15
 	github.com/flynn/noise v1.1.0
 	github.com/prometheus/client_golang v1.25.0
 	golang.org/x/crypto v0.59.0

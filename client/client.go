@@ -1,8 +1,10 @@
 // Package client is the chatd client library shared by chat, bizapi, chatbench and netcheck: it dials
-// the server, runs the Noise handshake against the pinned server key, logs in with the device key, keeps
-// the connection alive with pings, and reconnects with backoff. Requests (sends, read marks, contact
-// lookups) survive reconnects: whatever the server has not acknowledged is sent again on the next
-// connection, and the server deduplicates sends by client id.
+// the server — raw chatd on 5222, TLS or WebSocket on 443, optionally through an HTTP CONNECT proxy,
+// raced by the dial policy of dial.go (5222 first, 443 after a 250 ms head start or at once when 5222
+// fails, 443-only mode, the last good endpoint first) — runs the Noise handshake against the pinned
+// server key, logs in with the device key, keeps the connection alive with pings, and reconnects with
+// backoff. Requests (sends, read marks, contact lookups) survive reconnects: whatever the server has not
+// acknowledged is sent again on the next connection, and the server deduplicates sends by client id.
 //
 // Deliveries (messages and receipts) are passed to the Handler on the connection's reader goroutine;
 // the library acknowledges one to the server only after the Handler returned nil, so a Handler that
@@ -11,15 +13,18 @@ package client
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/chatd-dev/chatd/noisesock"
+	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/wire"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
@@ -31,6 +36,7 @@ const (
 	DefaultPongTimeout    = 10 * time.Second
 	DefaultDialTimeout    = 10 * time.Second
 	DefaultConnectTimeout = 3 * time.Second
+	DefaultHeadStart      = 250 * time.Millisecond
 	DefaultMinBackoff     = 500 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultStableAfter    = 60 * time.Second
@@ -47,10 +53,34 @@ type Handler interface {
 	HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error
 }
 
-// Config configures a Client. Addrs, ServerKey and DeviceKey are required.
+// Config configures a Client. ServerKey, DeviceKey and at least one endpoint (Endpoints or Addrs) are
+// required.
 type Config struct {
-	// Addrs are the chat endpoints as host:port (port 5222 by default), tried in order.
+	// Endpoints are the chat endpoints: host, port and transport (tcp: raw chatd, usually 5222; tls:
+	// TLS 1.3 with ALPN chatd/1 on 443; ws: WebSocket over HTTPS on 443), as the server publishes them
+	// (regclient.ParseConfig). They are raced by the dial policy described in dial.go: the direct
+	// path first, the 443 path after HeadStart.
+	Endpoints []transport.Endpoint
+	// Addrs are more endpoints as strings, after Endpoints: "host:port" is raw chatd (tcp), and
+	// "host:port/tls", "host:port/ws" name the transport (transport.ParseEndpoint).
 	Addrs []string
+	// Preferred is the endpoint that worked last (Status.Endpoint, kept by the application across
+	// restarts). It is tried first when it is one of the endpoints. The Client also remembers its own
+	// last good endpoint across reconnects.
+	Preferred transport.Endpoint
+	// Only443 restricts the client to the 443 path: TLS, WebSocket, and raw chatd on a 443 port. The
+	// direct 5222 path is never dialled. A server's published only_443 has the same effect
+	// (regclient.ParseConfig leaves those endpoints out).
+	Only443 bool
+	// RootCAs verify the server's TLS certificate on the tls and ws transports; nil means the system
+	// roots. The Noise handshake still authenticates the server, whatever TLS says.
+	RootCAs *x509.CertPool
+	// Proxy chooses an HTTP CONNECT proxy for each endpoint (nil: direct). cmd/ passes
+	// transport.ProxyFromEnvironment() (HTTPS_PROXY, NO_PROXY) or transport.ProxyURL(configured).
+	Proxy transport.ProxyFunc
+	// HeadStart is how long an attempt runs alone before the next endpoint is dialled, unless it
+	// fails earlier. If zero, 250 ms; negative starts every endpoint at once.
+	HeadStart time.Duration
 	// ServerKey is the pinned Noise static key of the server.
 	ServerKey [32]byte
 	// DeviceKey is this device's Noise static key, registered with the account.
@@ -66,10 +96,13 @@ type Config struct {
 	// PongTimeout is how long the client waits for any frame after a ping before it declares the
 	// connection dead. If zero, 10 s.
 	PongTimeout time.Duration
-	// DialTimeout bounds one attempt: TCP connect, handshake and login. If zero, 10 s.
+	// DialTimeout bounds one connect: every attempt of the race, the handshake and the login. If
+	// zero, 10 s.
 	DialTimeout time.Duration
-	// ConnectTimeout bounds the TCP connect to one address, so that a silently dropped port does
-	// not use up DialTimeout before the next address is tried. If zero, 3 s.
+	// ConnectTimeout bounds each attempt's transport (TCP connect, proxy, TLS, WebSocket upgrade)
+	// and, again, its Noise handshake up to the server's proof of the pinned key and its login, so
+	// that a silently dropped port or a path that swallows the chat stream is given up quickly. If
+	// zero, 3 s.
 	ConnectTimeout time.Duration
 	// MinBackoff, MaxBackoff: the reconnect delay grows exponentially from MinBackoff to MaxBackoff
 	// with full jitter. If zero, 0.5 s and 30 s.
@@ -79,7 +112,8 @@ type Config struct {
 	StableAfter time.Duration
 	// ClientVersion is sent to the server for its logs, e.g. "chat/0.1".
 	ClientVersion string
-	// Dial opens the TCP connection; nil uses a net.Dialer.
+	// Dial opens TCP connections (to the server, or to the proxy); nil uses a net.Dialer with a 15 s
+	// TCP keepalive.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnStatus, if set, is called after every status change (from the connection goroutines; it
 	// must not block).
@@ -110,9 +144,15 @@ func (s State) String() string {
 // Status describes the connection for health checks and UIs.
 type Status struct {
 	State State
-	// Addr and Transport describe the path in use (or last used).
+	// Endpoint is the path in use (or last used): Addr is its host:port, Transport "tcp", "tls" or
+	// "ws", Port its port. Proxy is the HTTP proxy it goes through (without password), "" if direct.
+	Endpoint  transport.Endpoint
 	Addr      string
 	Transport string
+	Port      int
+	Proxy     string
+	// DialTime is how long the last successful connect took: the race, the handshake and the login.
+	DialTime time.Duration
 	// Since is when State last changed.
 	Since time.Time
 	// RTT is the last ping round trip (0 before the first pong).
@@ -139,10 +179,13 @@ type SendResult struct {
 // Client is a connection to chatd that reconnects. Create it with New and start it with Run.
 type Client struct {
 	// Static after construction.
-	cfg Config
-	log *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	endpoints []transport.Endpoint // validated, deduplicated, without 5222 in 443-only mode
+	dialer    *transport.Dialer
 
 	mu        sync.Mutex
+	lastGood  transport.Endpoint  // the endpoint of the last login (or Config.Preferred); guarded by mu
 	cur       *conn               // the logged-in connection, nil while disconnected; guarded by mu
 	reqs      map[string]*request // unacknowledged requests by key; guarded by mu
 	order     []*request          // reqs in submission order (may hold finished ones); guarded by mu
@@ -155,8 +198,9 @@ type Client struct {
 
 // New returns a client for cfg. It does not connect; call Run.
 func New(cfg Config) (*Client, error) {
-	if len(cfg.Addrs) == 0 {
-		return nil, errors.New("client: no server address configured")
+	eps, err := endpoints(cfg)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.ServerKey == [32]byte{} {
 		return nil, errors.New("client: no server key configured (pin the key from the server's /v1/config)")
@@ -188,11 +232,25 @@ func New(cfg Config) (*Client, error) {
 	if cfg.MaxBackoff <= 0 {
 		cfg.MaxBackoff = DefaultMaxBackoff
 	}
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff) // a MinBackoff above the default cap raises it
 	if cfg.StableAfter <= 0 {
 		cfg.StableAfter = DefaultStableAfter
 	}
+	switch {
+	case cfg.HeadStart == 0:
+		cfg.HeadStart = DefaultHeadStart
+	case cfg.HeadStart < 0:
+		cfg.HeadStart = 0
+	}
 	c := &Client{
 		cfg:       cfg,
+		endpoints: eps,
+		dialer: &transport.Dialer{
+			DialTCP:   cfg.Dial,
+			RootCAs:   cfg.RootCAs,
+			Proxy:     cfg.Proxy,
+			UserAgent: userAgent(cfg.ClientVersion),
+		},
 		log:       cfg.Logger,
 		reqs:      make(map[string]*request),
 		connected: make(chan struct{}),
@@ -202,8 +260,57 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.status.Since = time.Now()
+	if p := cfg.Preferred.Normalize(); slices.Contains(eps, p) {
+		c.lastGood = p
+	}
 	return c, nil
 }
+
+// endpoints validates and merges cfg.Endpoints and cfg.Addrs, drops duplicates and, in 443-only
+// mode, the direct path.
+func endpoints(cfg Config) ([]transport.Endpoint, error) {
+	all := make([]transport.Endpoint, 0, len(cfg.Endpoints)+len(cfg.Addrs))
+	for _, ep := range cfg.Endpoints {
+		ep = ep.Normalize()
+		if err := ep.Validate(); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		all = append(all, ep)
+	}
+	more, err := transport.ParseEndpoints(cfg.Addrs)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	all = append(all, more...)
+	if len(all) == 0 {
+		return nil, errors.New("client: no server address configured")
+	}
+	var out []transport.Endpoint
+	for _, ep := range all {
+		if slices.Contains(out, ep) {
+			continue
+		}
+		if cfg.Only443 && !transport.On443(ep, all) {
+			continue
+		}
+		out = append(out, ep)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("client: 443-only mode, but none of the endpoints %v is on the 443 path (tls, ws, or port 443)",
+			transport.EndpointStrings(all))
+	}
+	return out, nil
+}
+
+func userAgent(clientVersion string) string {
+	if clientVersion == "" {
+		return "chatd-client"
+	}
+	return clientVersion
+}
+
+// Endpoints returns the endpoints the client dials (after 443-only filtering), in configured order.
+func (c *Client) Endpoints() []transport.Endpoint { return slices.Clone(c.endpoints) }
 
 // Run connects and reconnects until ctx is done (it then returns nil after saying goodbye to the
 // server) or a permanent error occurs: ErrUnknownDevice, ErrUnsupportedVersion, or a

@@ -44,54 +44,30 @@ type conn struct {
 	writerDone chan struct{}
 }
 
-func (c *Client) dial(ctx context.Context) (net.Conn, string, error) {
-	dial := c.cfg.Dial
-	if dial == nil {
-		d := &net.Dialer{KeepAlive: 15 * time.Second}
-		dial = d.DialContext
-	}
-	var errs []error
-	for _, addr := range c.cfg.Addrs {
-		actx, cancel := context.WithTimeout(ctx, c.cfg.ConnectTimeout)
-		nc, err := dial(actx, "tcp", addr)
-		cancel()
-		if err == nil {
-			return nc, addr, nil
-		}
-		errs = append(errs, err)
-		if ctx.Err() != nil {
-			break
-		}
-	}
-	return nil, "", fmt.Errorf("client: dial: %w", errors.Join(errs...))
-}
-
-// connectOnce dials, handshakes, logs in and serves one connection until it ends. It returns how long
-// the connection was logged in (0 if it never was) and why it ended.
+// connectOnce races the endpoints (dial.go), then serves the winning connection until it ends. It
+// returns how long the connection was logged in (0 if it never was) and why it ended.
 func (c *Client) connectOnce(ctx context.Context) (time.Duration, error) {
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
-	defer cancel()
-	nc, addr, err := c.dial(dctx)
+	w, err := c.race(ctx)
 	if err != nil {
 		return 0, err
 	}
-	cn, res, err := c.login(dctx, nc, addr)
-	if err != nil {
-		nc.Close()
-		return 0, err
-	}
+	cn, res, ep := w.cn, w.res, w.ep
 	loggedIn := time.Now()
 	c.mu.Lock()
 	if c.status.Phone != "" {
 		c.status.Reconnects++
 	}
-	c.status.Phone, c.status.Addr, c.status.Transport = res.GetPhone(), addr, "tcp"
+	c.lastGood = ep
+	c.status.Phone = res.GetPhone()
+	c.status.Endpoint, c.status.Addr, c.status.Transport, c.status.Port = ep, ep.Addr(), ep.Transport, ep.Port
+	c.status.Proxy, c.status.DialTime = w.proxy, w.took
 	c.mu.Unlock()
 	c.setState(Connected, "", "")
 	c.mu.Lock()
 	close(c.connected)
 	c.mu.Unlock()
-	c.log.Info("connected", "addr", addr, "phone", res.GetPhone(), "session", res.GetSessionId())
+	c.log.Info("connected", "endpoint", ep.String(), "transport", ep.Transport, "port", ep.Port, "proxy", w.proxy,
+		"took", w.took.Round(time.Microsecond), "phone", res.GetPhone(), "session", res.GetSessionId())
 
 	stop := context.AfterFunc(ctx, func() { cn.close(errClientClosed) })
 	defer stop()
@@ -106,30 +82,31 @@ func (c *Client) connectOnce(ctx context.Context) (time.Duration, error) {
 	return time.Since(loggedIn), cn.err
 }
 
-// login runs the handshake and reads the LoginResult.
-func (c *Client) login(ctx context.Context, nc net.Conn, addr string) (*conn, *chatdpb.LoginResult, error) {
+// login runs the handshake on hs (nc, possibly behind the race's gate) and reads the LoginResult.
+// ctx bounds both; when it ends, the blocked I/O fails and the caller closes nc.
+func (c *Client) login(ctx context.Context, hs net.Conn, nc net.Conn, path string) (*conn, *chatdpb.LoginResult, error) {
 	interval := c.cfg.PingInterval
 	if interval < 0 {
 		interval = 0 // announce nothing: the server applies its default
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	sc, _, err := noisesock.Client(ctx, nc, noisesock.ClientConfig{
+	sc, _, err := noisesock.Client(ctx, hs, noisesock.ClientConfig{
 		DeviceKey: c.cfg.DeviceKey,
 		ServerKey: c.cfg.ServerKey,
 		Hello: &chatdpb.ClientHello{
 			ProtocolVersion: wire.Version,
 			ClientVersion:   c.cfg.ClientVersion,
 			PingIntervalMs:  uint32(interval / time.Millisecond),
-			Path:            "tcp:" + port,
+			Path:            path,
 		},
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	if d, ok := ctx.Deadline(); ok {
-		nc.SetReadDeadline(d)
-	}
+	stop := context.AfterFunc(ctx, func() { nc.SetReadDeadline(time.Unix(1, 0)) })
 	b, err := sc.ReadFrame()
+	if !stop() {
+		return nil, nil, fmt.Errorf("client: waiting for login result: %w", context.Cause(ctx))
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("client: waiting for login result: %w", err)
 	}

@@ -500,6 +500,6 @@ func TestBizapiSIGKILLLosesNothing(t *testing.T) {
 	}
 	cust.mu.Unlock()
 	for body, id := range accepted {
-		hooks.waitFor(t, "sent status of "+body, func() bool { return hooks.count(`"id":"`+id+`"`, `"status":"sent"`) == 1 })
+		hooks.waitFor(t, "sent status of "+body, func() bool { return hooks.count(`"id":"`+id+`"`, `"status":"sent"`) >= 1 }) // at-least-once: a kill between a 2xx and its delete resends
 	}
 }

@@ -1,6 +1,7 @@
-// Package transport is how bytes reach the server: on the server, the listeners and the 443 multiplexer;
-// on the client, the dialers. It knows nothing of Noise or envelopes — it hands over net.Conns labelled
-// with the path they came by.
+// Package transport is how bytes reach the server: on the server, the listeners, the 443 multiplexer
+// and the WebSocket handler; on the client, the dialers (raw TCP, TLS with ALPN chatd/1, WebSocket
+// over HTTPS, each optionally through an HTTP CONNECT proxy). It knows nothing of Noise or envelopes —
+// it hands over net.Conns labelled with the path they came by.
 package transport
 
 import (
@@ -30,12 +31,12 @@ const (
 // Conn is a connection handed to the chat server, labelled with how it arrived.
 type Conn struct {
 	net.Conn
-	// Transport is TransportTCP or TransportTLS.
+	// Transport is TransportTCP, TransportTLS or TransportWS.
 	Transport string
-	// Port is the local port the client connected to.
+	// Port is the local port the client connected to (on the client side: the endpoint's port).
 	Port int
-	// Accepted is when the multiplexer accepted the TCP connection; the chat server's handshake
-	// deadline counts from it.
+	// Accepted is when the multiplexer accepted the TCP connection (for WebSocket: when the upgrade
+	// request arrived); the chat server's handshake deadline counts from it. Zero on the client side.
 	Accepted time.Time
 }
 

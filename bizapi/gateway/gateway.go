@@ -23,6 +23,7 @@ import (
 	"github.com/chatd-dev/chatd/phone"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -211,12 +212,14 @@ func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.C
 		json.Unmarshal(acct.Config, &cc)
 		go g.retryConfig(ctx, acct)
 	}
-	_, addrs, perr := regclient.ParseConfig(cc)
+	_, eps, perr := regclient.ParseConfig(cc)
 	if perr != nil {
-		addrs = fallbackAddrs(g.cfg.ServerURL)
+		eps = fallbackEndpoints(g.cfg.ServerURL)
 	}
 	cfg := client.Config{
-		Addrs:         addrs,
+		Endpoints:     eps,
+		Only443:       cc.Only443,
+		RootCAs:       g.cfg.RootCAs,
 		ServerKey:     acct.ServerKey,
 		DeviceKey:     key,
 		Handler:       handler{g},
@@ -276,13 +279,21 @@ func (g *Gateway) retryConfig(ctx context.Context, acct store.Account) {
 	}
 }
 
-// fallbackAddrs derives chat addresses from the HTTPS URL when no config is known: the host on 5222.
-func fallbackAddrs(serverURL string) []string {
-	host := serverURL
+// fallbackEndpoints derives chat endpoints from the HTTPS URL when no config is known: the host on
+// 5222 (raw chatd), and TLS and WebSocket on the HTTPS URL's port (443 by default).
+func fallbackEndpoints(serverURL string) []transport.Endpoint {
+	host, port := serverURL, 443
 	if u, err := url.Parse(serverURL); err == nil && u.Hostname() != "" {
 		host = u.Hostname()
+		if p, err := strconv.Atoi(u.Port()); err == nil && p > 0 {
+			port = p
+		}
 	}
-	return []string{net.JoinHostPort(host, strconv.Itoa(regclient.DefaultChatPort))}
+	return []transport.Endpoint{
+		{Host: host, Port: regclient.DefaultChatPort, Transport: transport.TransportTCP},
+		{Host: host, Port: port, Transport: transport.TransportTLS},
+		{Host: host, Port: port, Transport: transport.TransportWS},
+	}
 }
 
 func (g *Gateway) onStatus(s client.Status) {

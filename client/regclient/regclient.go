@@ -9,7 +9,7 @@
 // timeout) names the URL that could not be reached.
 //
 // [ParseConfig] turns a published configuration into what package client needs: the server key to
-// pin and the chat endpoints it can dial.
+// pin and the chat endpoints it can dial (tcp, tls, ws).
 package regclient
 
 import (
@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // DefaultTimeout bounds one request (connect, TLS, request and answer) of a Client made by New.
@@ -45,16 +46,25 @@ type Client struct {
 	// (the https_url of its /v1/config); the API paths are appended to it. It must use https.
 	BaseURL string
 	// HTTPClient does the requests. If nil, http.DefaultClient is used; New sets up one with the
-	// given roots, TLS 1.2 or newer, the environment's proxy (HTTPS_PROXY) and DefaultTimeout.
+	// given roots, TLS 1.2 or newer, the environment's proxy (HTTPS_PROXY) and DefaultTimeout;
+	// NewWithProxy with the given proxy instead.
 	HTTPClient *http.Client
 }
 
-// New returns a Client for the server at baseURL. rootCAs are the certificate authorities trusted
-// for the server's TLS certificate; nil means the system roots. Use LoadCAFile for a private or
-// development CA.
+// New returns a Client for the server at baseURL that uses the environment's proxy (HTTPS_PROXY,
+// NO_PROXY: http.ProxyFromEnvironment), as it always did. rootCAs are the certificate authorities
+// trusted for the server's TLS certificate; nil means the system roots. Use LoadCAFile for a private
+// or development CA. NewWithProxy takes the proxy setting explicitly.
 func New(baseURL string, rootCAs *x509.CertPool) *Client {
+	return NewWithProxy(baseURL, rootCAs, http.ProxyFromEnvironment)
+}
+
+// NewWithProxy is New with the proxy choice of the chat client (client.Config.Proxy): the same
+// HTTP CONNECT proxy carries registration, config and chat. nil means direct.
+func NewWithProxy(baseURL string, rootCAs *x509.CertPool, proxy transport.ProxyFunc) *Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = &tls.Config{RootCAs: rootCAs, MinVersion: tls.VersionTLS12}
+	tr.Proxy = proxy
 	return &Client{
 		BaseURL:    strings.TrimRight(baseURL, "/"),
 		HTTPClient: &http.Client{Transport: tr, Timeout: DefaultTimeout},

@@ -22,6 +22,7 @@ import (
 	"github.com/chatd-dev/chatd/server/node"
 	"github.com/chatd-dev/chatd/server/regapi"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // startNode starts a complete dev-mode chatd on loopback ports.
@@ -87,19 +88,22 @@ func TestConfig(t *testing.T) {
 	if cc.HTTPSURL != n.HTTPSURL {
 		t.Errorf("https_url = %q, want %q", cc.HTTPSURL, n.HTTPSURL)
 	}
-	key, addrs, err := regclient.ParseConfig(cc)
+	key, eps, err := regclient.ParseConfig(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if key != n.ServerKey {
 		t.Errorf("server key %s, want %s", pki.FormatPublic(key), pki.FormatPublic(n.ServerKey))
 	}
-	want := []string{
-		net.JoinHostPort("localhost", strconv.Itoa(portOf(n.ChatAddr))),
-		net.JoinHostPort("localhost", strconv.Itoa(portOf(n.HTTPSAddr))),
+	chat := net.JoinHostPort("localhost", strconv.Itoa(portOf(n.ChatAddr)))
+	https := net.JoinHostPort("localhost", strconv.Itoa(portOf(n.HTTPSAddr)))
+	want := []string{chat + "/tcp", https + "/tls", https + "/ws"}
+	if got := transport.EndpointStrings(eps); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("chat endpoints %v, want %v", got, want)
 	}
-	if strings.Join(addrs, " ") != strings.Join(want, " ") {
-		t.Errorf("chat addrs %v, want %v", addrs, want)
+	_, addrs, err := regclient.ParseConfigAddrs(cc)
+	if err != nil || strings.Join(addrs, " ") != chat {
+		t.Errorf("ParseConfigAddrs: %v %v, want %s", addrs, err, chat)
 	}
 }
 
@@ -141,11 +145,15 @@ func TestRegisterAndConnect(t *testing.T) {
 	if vr.Account.Phone != "15550000001" || vr.ServerStaticKey != pki.FormatPublic(n.ServerKey) {
 		t.Fatalf("verify response %+v", vr)
 	}
-	key, addrs, err := regclient.ParseConfig(vr.Config)
+	key, eps, err := regclient.ParseConfig(vr.Config)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := client.New(client.Config{Addrs: addrs, ServerKey: key, DeviceKey: dev})
+	pool, err := regclient.LoadCAFile(n.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{Endpoints: eps, RootCAs: pool, ServerKey: key, DeviceKey: dev})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -360,26 +368,33 @@ func TestParseConfig(t *testing.T) {
 	tests := []struct {
 		name    string
 		cc      regtypes.ClientConfig
-		want    string // addrs joined by spaces
+		want    string // endpoints joined by spaces
 		wantErr string
 	}{
-		{name: "5222 first", cc: base(ep("chat.example", 443, "tcp"), ep("chat.example", 443, "tls"), ep("chat.example", 5222, "tcp")),
-			want: "chat.example:5222 chat.example:443"},
+		{name: "5222 first", cc: base(ep("chat.example", 443, "tcp"), ep("chat.example", 443, "tls"), ep("chat.example", 443, "ws"), ep("chat.example", 5222, "tcp")),
+			want: "chat.example:5222/tcp chat.example:443/tcp chat.example:443/tls chat.example:443/ws"},
 		{name: "published order otherwise", cc: base(ep("a.example", 15222, "tcp"), ep("a.example", 8443, "tcp")),
-			want: "a.example:15222 a.example:8443"},
-		{name: "ipv6 and duplicates", cc: base(ep("2001:db8::1", 5222, "tcp"), ep("2001:db8::1", 5222, "tcp")),
-			want: "[2001:db8::1]:5222"},
+			want: "a.example:15222/tcp a.example:8443/tcp"},
+		{name: "ipv6 and duplicates", cc: base(ep("2001:db8::1", 5222, "tcp"), ep("2001:db8::1", 5222, "tcp"), ep("2001:db8::1", 443, "ws")),
+			want: "[2001:db8::1]:5222/tcp [2001:db8::1]:443/ws"},
+		{name: "unknown transport", cc: base(ep("chat.example", 443, "quic"), ep("chat.example", 443, "tls")),
+			want: "chat.example:443/tls"},
 		{name: "only 443", cc: func() regtypes.ClientConfig {
-			cc := base(ep("chat.example", 5222, "tcp"), ep("chat.example", 443, "tcp"))
+			cc := base(ep("chat.example", 5222, "tcp"), ep("chat.example", 443, "tcp"), ep("chat.example", 443, "ws"))
 			cc.Only443 = true
 			return cc
-		}(), want: "chat.example:443"},
+		}(), want: "chat.example:443/tcp chat.example:443/ws"},
 		{name: "only 443 on a dev port", cc: func() regtypes.ClientConfig {
 			cc := base(ep("localhost", 40001, "tcp"), ep("localhost", 40002, "tls"), ep("localhost", 40002, "tcp"))
 			cc.Only443 = true
 			return cc
-		}(), want: "localhost:40002"},
-		{name: "no tcp endpoint", cc: base(ep("chat.example", 443, "tls")), wantErr: "no chat endpoint this client can dial"},
+		}(), want: "localhost:40002/tls localhost:40002/tcp"},
+		{name: "only 443 without a 443 endpoint", cc: func() regtypes.ClientConfig {
+			cc := base(ep("chat.example", 5222, "tcp"))
+			cc.Only443 = true
+			return cc
+		}(), wantErr: "only_443"},
+		{name: "no known transport", cc: base(ep("chat.example", 443, "quic")), wantErr: "no chat endpoint this client can dial"},
 		{name: "no endpoint", cc: base(), wantErr: "no chat endpoint"},
 		{name: "invalid port", cc: base(ep("chat.example", 0, "tcp")), wantErr: "invalid"},
 		{name: "protocol", cc: func() regtypes.ClientConfig {
@@ -395,7 +410,7 @@ func TestParseConfig(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			k, addrs, err := regclient.ParseConfig(tt.cc)
+			k, eps, err := regclient.ParseConfig(tt.cc)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want one mentioning %q", err, tt.wantErr)
@@ -408,10 +423,14 @@ func TestParseConfig(t *testing.T) {
 			if k != [32]byte{1, 2, 3} {
 				t.Errorf("key %x", k)
 			}
-			if got := strings.Join(addrs, " "); got != tt.want {
-				t.Errorf("addrs %q, want %q", got, tt.want)
+			if got := strings.Join(transport.EndpointStrings(eps), " "); got != tt.want {
+				t.Errorf("endpoints %q, want %q", got, tt.want)
 			}
 		})
+	}
+	// Callers that dial raw chatd only.
+	if _, _, err := regclient.ParseConfigAddrs(base(ep("chat.example", 443, "tls"))); err == nil || !strings.Contains(err.Error(), "no raw chatd") {
+		t.Errorf("ParseConfigAddrs without tcp: %v", err)
 	}
 }
 

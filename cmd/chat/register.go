@@ -17,6 +17,7 @@ import (
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 var registerHelp = help{
@@ -231,7 +232,7 @@ func (r *registration) verify(ctx context.Context) error {
 	if err != nil {
 		return r.explain(err)
 	}
-	key, addrs, err := regclient.ParseConfig(resp.Config)
+	key, eps, err := regclient.ParseConfig(resp.Config)
 	if err != nil {
 		return fmt.Errorf("registered, but cannot use the server's configuration: %w", err)
 	}
@@ -259,7 +260,7 @@ func (r *registration) verify(ctx context.Context) error {
 		Server:          r.server,
 		CAFile:          r.ca,
 		ServerKey:       pki.FormatPublic(key),
-		ChatEndpoints:   addrs,
+		ChatEndpoints:   transport.EndpointStrings(eps),
 		DeviceKey:       secretKey(device.Private),
 		RegisteredAt:    now.UTC(),
 		ConfigFetchedAt: now.UTC(),
@@ -270,7 +271,7 @@ func (r *registration) verify(ctx context.Context) error {
 	con := r.a.con
 	con.Printf("Registered %s on %s.", plus(p.Phone), p.Server)
 	con.Printf("Server key: %s (fingerprint %s), pinned.", p.ServerKey, fingerprint(key))
-	con.Printf("Chat endpoints: %s", strings.Join(addrs, ", "))
+	con.Printf("Chat endpoints: %s", strings.Join(p.ChatEndpoints, ", "))
 	con.Printf("Profile: %s", r.dir)
 	return nil
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +16,7 @@ import (
 	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/pki"
+	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -46,13 +48,19 @@ func (a *app) connect(ctx context.Context, prof *Profile, h client.Handler, opts
 	if err != nil {
 		return nil, err
 	}
+	roots, err := loadCA(prof.CAFile)
+	if err != nil {
+		return nil, fmt.Errorf("profile ca_file: %w", err)
+	}
 	s := &session{prof: prof, done: make(chan struct{}), dials: &dialLog{}, status: make(chan client.Status, 256)}
 	logger := slog.New(slog.DiscardHandler)
 	if opts.verbose {
 		logger = slog.New(slog.NewTextHandler(a.con.err, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	c, err := client.New(client.Config{
-		Addrs:         prof.ChatEndpoints,
+		Addrs:         prof.ChatEndpoints, // host:port/transport; plain host:port (older profiles) is tcp
+		RootCAs:       roots,
+		Proxy:         transport.ProxyFromEnvironment(),
 		ServerKey:     serverKey,
 		DeviceKey:     deviceKey,
 		Handler:       h,
@@ -365,10 +373,11 @@ func refreshConfig(ctx context.Context, dir string, prof *Profile) (changed bool
 	if err != nil {
 		return false, err
 	}
-	key, addrs, err := regclient.ParseConfig(cc)
+	key, eps, err := regclient.ParseConfig(cc)
 	if err != nil {
 		return false, err
 	}
+	addrs := transport.EndpointStrings(eps)
 	if pki.FormatPublic(key) != prof.ServerKey {
 		return false, &keyChangedError{server: prof.Server, got: pki.FormatPublic(key), pinned: prof.ServerKey}
 	}
@@ -387,15 +396,22 @@ func (e *keyChangedError) Error() string {
 		"if its operator confirms the new key, register again", e.server, e.got, e.pinned)
 }
 
+// newRegClient returns the HTTPS client of server, through the environment's proxy (HTTPS_PROXY),
+// the same one the chat connection uses.
 func newRegClient(server, caFile string) (*regclient.Client, error) {
-	if caFile == "" {
-		return regclient.New(server, nil), nil
-	}
-	pool, err := regclient.LoadCAFile(caFile)
+	pool, err := loadCA(caFile)
 	if err != nil {
 		return nil, err
 	}
-	return regclient.New(server, pool), nil
+	return regclient.NewWithProxy(server, pool, transport.ProxyFromEnvironment()), nil
+}
+
+// loadCA reads the profile's CA file; "" means the system roots (nil).
+func loadCA(caFile string) (*x509.CertPool, error) {
+	if caFile == "" {
+		return nil, nil
+	}
+	return regclient.LoadCAFile(caFile)
 }
 
 // statusPrinter returns an onStatus that reports the connection's changes on stderr, for the

@@ -1,6 +1,7 @@
 // Package node assembles a complete chatd server from its parts: the data folder (store, keys, dev
 // TLS), the chat listener (5222), the 443 listener with its multiplexer (chat inside TLS, raw chat, the
-// HTTPS registration/config API), and the admin listener (metrics, health). cmd/chatd, the quickstart
+// HTTPS registration/config API, chat over WebSocket at GET /v1/chat), and the admin listener
+// (metrics, health). cmd/chatd, the quickstart
 // and end-to-end tests start one with Start.
 package node
 
@@ -48,8 +49,8 @@ type Config struct {
 	Dev bool
 	// ChatListen is the raw chat listener. If empty, ":5222".
 	ChatListen string
-	// HTTPSListen is the 443 listener (TLS → chat or HTTPS by ALPN; raw chat). If empty, ":443", or
-	// ":8443" in dev mode.
+	// HTTPSListen is the 443 listener (TLS → chat or HTTPS by ALPN, WebSocket upgrades of /v1/chat
+	// → chat; raw chat). If empty, ":443", or ":8443" in dev mode.
 	HTTPSListen string
 	// AdminListen serves /metrics and /healthz. If empty, "127.0.0.1:9480"; "off" disables it.
 	AdminListen string
@@ -229,9 +230,11 @@ func Start(cfg Config) (n *Node, err error) {
 		OperatorKey:     n.OperatorKey,
 		ServerStaticKey: static.Public,
 		ChatEndpoints: []regapi.Endpoint{
+			// Raw chatd on the 443 port keeps working but is not published: the TLS and WebSocket
+			// paths get through every middlebox that raw chatd on 443 gets through, and more.
 			{Host: cfg.PublicHost, Port: chatPort, Transport: transport.TransportTCP},
 			{Host: cfg.PublicHost, Port: httpsPort, Transport: transport.TransportTLS},
-			{Host: cfg.PublicHost, Port: httpsPort, Transport: transport.TransportTCP},
+			{Host: cfg.PublicHost, Port: httpsPort, Transport: transport.TransportWS},
 		},
 		HTTPSURL:      n.HTTPSURL,
 		IPListVersion: cfg.IPListVersion,
@@ -246,8 +249,12 @@ func Start(cfg Config) (n *Node, err error) {
 	mux := transport.NewMux(httpsLn, tlsCfg)
 	mux.Logger = log
 	mux.OnReject = func(_ net.Addr, reason string, _ error) { metrics.Rejected(reason) }
+	// The HTTPS API, and the WebSocket path to the chat server (transport "ws").
+	hm := http.NewServeMux()
+	hm.Handle(transport.WSPath, mux.WebSocket())
+	hm.Handle("/", api)
 	n.https = &http.Server{
-		Handler:           api,
+		Handler:           hm,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -16,6 +16,7 @@ const Protocol = "chatd/1"
 const (
 	TransportTCP = "tcp" // raw chatd (preamble, then Noise)
 	TransportTLS = "tls" // chatd inside TLS 1.3 with ALPN "chatd/1"
+	TransportWS  = "ws"  // chatd in binary WebSocket messages: wss://host:port/v1/chat
 )
 
 // Verification methods.
@@ -28,7 +29,7 @@ const (
 type Endpoint struct {
 	Host      string `json:"host"`
 	Port      int    `json:"port"`
-	Transport string `json:"transport"` // TransportTCP or TransportTLS
+	Transport string `json:"transport"` // TransportTCP, TransportTLS or TransportWS
 }
 
 // ClientConfig is the body of GET /v1/config and the "config" member of a

@@ -16,11 +16,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/server/store"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Defaults of Config fields left at zero.
@@ -30,6 +32,7 @@ const (
 	DefaultPongTimeout      = 10 * time.Second
 	DefaultWriteTimeout     = 10 * time.Second
 	DefaultMaxInflight      = 1024
+	DefaultMaxPipelined     = 1024
 	MinPingInterval         = 5 * time.Second
 	MaxPingInterval         = 10 * time.Minute
 )
@@ -56,6 +59,12 @@ type Config struct {
 	// MaxInflight is the number of deliveries sent to a session and not yet acknowledged before the
 	// server waits for acks. If zero, DefaultMaxInflight (1024).
 	MaxInflight int
+	// MaxPipelined bounds the client requests (sends, delivery acks, read marks) one session has
+	// accepted and not finished: their store writes not yet committed, or their replies not yet taken
+	// by the session's writer. A session at the bound stops reading from its client until one finishes,
+	// so a client that floods sends is slowed down to the store's pace instead of growing queues. If
+	// zero, DefaultMaxPipelined (1024).
+	MaxPipelined int
 	// MinPingInterval is the shortest ping interval a client may announce; shorter ones are raised to
 	// it. If zero, 5 s. (Tests lower it to see idle timeouts quickly.)
 	MinPingInterval time.Duration
@@ -76,6 +85,9 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	now     func() time.Time
+	events  messageEvents // the chatd_messages_total counters, resolved once
+
+	known knownPhones // phones known to be registered accounts
 
 	mu        sync.Mutex
 	closed    bool                  // guarded by mu
@@ -98,6 +110,9 @@ func New(cfg Config) *Server {
 	}
 	if cfg.MaxInflight <= 0 {
 		cfg.MaxInflight = DefaultMaxInflight
+	}
+	if cfg.MaxPipelined <= 0 {
+		cfg.MaxPipelined = DefaultMaxPipelined
 	}
 	if cfg.MinPingInterval <= 0 {
 		cfg.MinPingInterval = MinPingInterval
@@ -123,7 +138,9 @@ func New(cfg Config) *Server {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.events = newMessageEvents(s.metrics)
 	if cfg.Store != nil {
+		registerStoreMetrics(s.metrics.Registry, cfg.Store)
 		s.metrics.registerQueueDepth(func() float64 {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
@@ -279,4 +296,70 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// messageEvents are the chatd_messages_total counters by event, looked up once instead of per message.
+type messageEvents struct {
+	stored, duplicate, unknownRecipient, invalid, delivered, read prometheus.Counter
+}
+
+func newMessageEvents(m *Metrics) messageEvents {
+	c := func(event string) prometheus.Counter { return m.messages.WithLabelValues(event) }
+	return messageEvents{
+		stored: c("stored"), duplicate: c("duplicate"), unknownRecipient: c("unknown_recipient"),
+		invalid: c("invalid"), delivered: c("delivered"), read: c("read"),
+	}
+}
+
+// registerStoreMetrics exports the store's group-commit counters (once per registry: a second server
+// on the same registry keeps the first one's).
+func registerStoreMetrics(reg *prometheus.Registry, st *store.Store) {
+	for _, c := range []prometheus.Collector{
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "chatd_store_commits_total",
+			Help: "Write transactions committed by the store's group-commit writer (one fsync each).",
+		}, func() float64 { return float64(st.WriterStats().Commits) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "chatd_store_write_ops_total",
+			Help: "Store write operations committed (sends, acks, read marks, registrations, …); divided by chatd_store_commits_total, the batching of group commit.",
+		}, func() float64 { return float64(st.WriterStats().Ops) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "chatd_store_write_errors_total",
+			Help: "Store write operations that failed.",
+		}, func() float64 { return float64(st.WriterStats().Failed) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				panic(err)
+			}
+		}
+	}
+}
+
+// maxKnownPhones bounds the known-phones cache (about 100 bytes an entry).
+const maxKnownPhones = 1 << 16
+
+// knownPhones remembers phones that are registered accounts, so that a send to a phone seen before is
+// stored without checking the recipient in the store. It only ever holds phones that were registered
+// when added, and accounts are never deleted, so a hit is always right; a miss costs a lookup inside
+// the send's own write (store.CheckRecipient), not a round trip. When full it starts over.
+type knownPhones struct {
+	m sync.Map // phone → struct{}
+	n atomic.Int64
+}
+
+func (k *knownPhones) has(phone string) bool {
+	_, ok := k.m.Load(phone)
+	return ok
+}
+
+func (k *knownPhones) add(phone string) {
+	if _, ok := k.m.Load(phone); ok {
+		return
+	}
+	if _, loaded := k.m.LoadOrStore(phone, struct{}{}); !loaded && k.n.Add(1) > maxKnownPhones {
+		k.m.Clear()
+		k.n.Store(0)
+	}
 }

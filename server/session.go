@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/chatd-dev/chatd/internal/groupcommit"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/phone"
 	"github.com/chatd-dev/chatd/server/store"
@@ -25,6 +26,45 @@ import (
 
 // session is one chat connection. The handler goroutine runs the handshake and then the read loop;
 // after login a second goroutine, the writer, owns every write to the connection.
+//
+// # Pipelining
+//
+// The reader does not wait for the store. It hands each Send, DeliverAck and MarkRead to the store
+// as an asynchronous write on the session's store.Pipeline, in arrival order, and reads the next
+// frame. The store's group-commit writer commits whatever many sessions queued meanwhile in one
+// transaction and then, on its own goroutine and in pipeline order, calls each write's completion
+// callback (finishOp and the closures around it), which:
+//
+//   - appends the reply (SendAck, MarkReadAck) to s.replies and signals replyCh; the writer
+//     goroutine takes the replies, in order, and writes them. So a SendAck is sent only after the
+//     commit that made its message durable, and SendAcks leave in the order of the Sends. A reply
+//     that needs no write (an INVALID or UNKNOWN_RECIPIENT SendAck) keeps its place too: it goes
+//     straight to s.replies only when no write of the session is pending, and otherwise through a
+//     pipeline barrier behind them (replyInOrder).
+//   - wakes the sessions whose queues grew (the recipient of a stored message, the senders of
+//     receipts), after the commit.
+//   - on a store failure, closes the session with INTERNAL_ERROR and sends no reply. The pipeline
+//     makes its writes take effect as a prefix: every later write of the session fails without
+//     running, so messages are stored in the order of the Sends even when the client resends after
+//     reconnecting.
+//
+// Messages keep their Send order because the pipeline applies writes in submission order; a client
+// id sent twice is deduplicated by the store even when both saves are in one transaction.
+//
+// Back-pressure: each request holds one of cfg.MaxPipelined slots from the moment the reader
+// accepts it until its reply has been taken by the writer (or, for a DeliverAck, which has no reply,
+// until its write finished). With every slot taken the reader stops reading, so TCP pushes back on the
+// client, and a session's memory for pipelined requests stays bounded.
+//
+// Close: writes already queued in the store run to the end (their callbacks see the session closed
+// and only release what they hold); the handler waits for all of them (s.ops) before it returns, so a
+// finished session has nothing left in the store's queue. A write acknowledged to the client was
+// committed first; one not acknowledged may have been committed, and the client's resend after
+// reconnecting is answered DUPLICATE.
+//
+// The callbacks run on the store's writer goroutine, which waits for them, so they never block: s.mu
+// and the server's mu are held only briefly and never across a store call, signals (replyCh, wakeCh)
+// are non-blocking sends, and freeing a slot never waits.
 type session struct {
 	// Static after construction.
 	srv       *Server
@@ -51,8 +91,19 @@ type session struct {
 	detail    string
 	retry     time.Duration
 
+	// Pipelining (see above). replyCh is set by the handler before the writer starts; pipe and slots
+	// by the reader at its first request (an idle session has neither), before anything that makes
+	// the writer or a store callback use slots (taking a reply, a callback).
+	pipe    *store.Pipeline     // the session's ordered store writes; submitted to by the reader only
+	slots   chan struct{}       // capacity cfg.MaxPipelined: one element per request accepted and not finished
+	replyCh chan struct{}       // capacity 1: s.replies may have entries
+	ops     sync.WaitGroup      // store writes submitted and not yet called back (Add: reader; Done: callbacks)
+	spare   []*chatdpb.Envelope // the writer's second reply buffer; used by the writer only
+
 	mu       sync.Mutex
 	inflight map[uint64]struct{} // deliveries sent and not acked; guarded by mu
+	replies  []*chatdpb.Envelope // ordered replies waiting for the writer; guarded by mu
+	storeOps int                 // store writes submitted and not yet called back; guarded by mu
 }
 
 func newSession(srv *Server, nc net.Conn) *session {
@@ -104,6 +155,7 @@ func (s *session) run() {
 }
 
 func (s *session) finish() {
+	s.ops.Wait() // every callback has run: nothing of this session is left in the store's queue
 	if s.writing.Load() {
 		<-s.writerDone
 	} else {
@@ -195,6 +247,8 @@ func (s *session) handshake() error {
 	s.out = make(chan *chatdpb.Envelope, 64)
 	s.wakeCh = make(chan struct{}, 1)
 	s.inflight = make(map[uint64]struct{})
+	s.replyCh = make(chan struct{}, 1) // pipe and slots come with the first request (acquire)
+	s.srv.known.add(acct.Phone)
 
 	res := &chatdpb.LoginResult{
 		Status:         chatdpb.LoginResult_OK,
@@ -309,15 +363,111 @@ func (s *session) handle(env *chatdpb.Envelope) error {
 	}
 }
 
-func (s *session) handleSend(ctx context.Context, m *chatdpb.Send) error {
-	ack := &chatdpb.SendAck{ClientId: m.GetClientId()}
-	send := func() error {
-		return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_SendAck{SendAck: ack}})
+// acquire takes a pipelining slot for a request, waiting while cfg.MaxPipelined are taken.
+func (s *session) acquire() error {
+	if s.slots == nil {
+		s.slots = make(chan struct{}, s.srv.cfg.MaxPipelined)
+		s.pipe = s.srv.cfg.Store.NewPipeline()
 	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return nil
+	case <-s.done:
+		return errSessionClosed
+	}
+}
+
+// release frees n slots. The slots were taken, so it never blocks.
+func (s *session) release(n int) {
+	for range n {
+		<-s.slots
+	}
+}
+
+// beginOp counts a store write about to be submitted (reader). If the submission fails, abortOp
+// undoes it.
+func (s *session) beginOp() {
+	s.ops.Add(1)
+	s.mu.Lock()
+	s.storeOps++
+	s.mu.Unlock()
+}
+
+func (s *session) abortOp() {
+	s.mu.Lock()
+	s.storeOps--
+	s.mu.Unlock()
+	s.release(1)
+	s.ops.Done()
+}
+
+// finishOp ends a pipelined store write (store callback, after the commit or the failure). On
+// success, reply (if any) joins the ordered replies and keeps the request's slot until the writer
+// takes it; otherwise the slot is freed now. A failure closes the session.
+func (s *session) finishOp(what string, reply *chatdpb.Envelope, err error) {
+	s.mu.Lock()
+	s.storeOps--
+	queued := err == nil && reply != nil
+	if queued {
+		s.replies = append(s.replies, reply)
+	}
+	s.mu.Unlock()
+	if queued {
+		s.signalReplies()
+	} else {
+		s.release(1)
+	}
+	if err != nil {
+		if errors.Is(err, groupcommit.ErrSeqBroken) {
+			s.close(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second) // logged once, for the first failure
+		} else {
+			s.storeFailed(what, err)
+		}
+	}
+	s.ops.Done()
+}
+
+func (s *session) signalReplies() {
+	select {
+	case s.replyCh <- struct{}{}:
+	default:
+	}
+}
+
+// replyInOrder queues a reply that needs no store write (reader, holding a slot) behind the replies of
+// the writes already pending, so that it keeps its place.
+func (s *session) replyInOrder(env *chatdpb.Envelope) error {
+	s.mu.Lock()
+	if s.storeOps == 0 { // every earlier reply is in s.replies already
+		s.replies = append(s.replies, env)
+		s.mu.Unlock()
+		s.signalReplies()
+		return nil
+	}
+	s.mu.Unlock()
+	s.beginOp()
+	if err := s.pipe.Barrier(context.Background(), func(err error) { s.finishOp("reply", env, err) }); err != nil {
+		s.abortOp()
+		return s.storeFailed("reply", err)
+	}
+	return nil
+}
+
+func (s *session) handleSend(ctx context.Context, m *chatdpb.Send) error {
+	if err := s.acquire(); err != nil {
+		return err
+	}
+	ack := &chatdpb.SendAck{ClientId: m.GetClientId()}
+	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_SendAck{SendAck: ack}}
 	invalid := func(detail string) error {
-		s.srv.metrics.messages.WithLabelValues("invalid").Inc()
+		s.srv.events.invalid.Inc()
 		ack.Status, ack.Detail = chatdpb.SendAck_INVALID, detail
-		return send()
+		return s.replyInOrder(env)
 	}
 	switch {
 	case m.GetClientId() == "" || len(m.GetClientId()) > wire.MaxClientIDLen:
@@ -331,55 +481,75 @@ func (s *session) handleSend(ctx context.Context, m *chatdpb.Send) error {
 	if err != nil {
 		return invalid(err.Error())
 	}
-	if _, err := s.srv.cfg.Store.Account(ctx, to); err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			return s.storeFailed("send: account lookup", err)
-		}
-		s.srv.metrics.messages.WithLabelValues("unknown_recipient").Inc()
-		ack.Status, ack.Detail = chatdpb.SendAck_UNKNOWN_RECIPIENT, to+" is not registered"
-		return send()
+	// A recipient seen registered before needs no check; otherwise the save checks it in its own
+	// write, so there is no separate lookup either way.
+	check := store.CheckRecipient
+	if s.srv.known.has(to) {
+		check = store.TrustRecipient
 	}
-	saved, dup, err := s.srv.cfg.Store.SaveMessage(ctx, store.Message{
+	msg := store.Message{
 		From: s.phone, To: to, ClientID: m.GetClientId(),
 		ContentVersion: m.GetContent().GetVersion(), Content: m.GetContent().GetBody(),
+	}
+	s.beginOp()
+	err = s.pipe.SaveMessageAsync(ctx, msg, check, func(saved store.Message, dup bool, err error) {
+		switch {
+		case errors.Is(err, store.ErrUnknownRecipient):
+			s.srv.events.unknownRecipient.Inc()
+			ack.Status, ack.Detail = chatdpb.SendAck_UNKNOWN_RECIPIENT, to+" is not registered"
+			err = nil
+		case err != nil:
+		case dup:
+			s.srv.events.duplicate.Inc()
+			ack.Status, ack.ServerId, ack.TimestampMs = chatdpb.SendAck_DUPLICATE, uint64(saved.ID), saved.CreatedAt.UnixMilli()
+			s.srv.known.add(to)
+		default:
+			s.srv.events.stored.Inc()
+			ack.Status, ack.ServerId, ack.TimestampMs = chatdpb.SendAck_STORED, uint64(saved.ID), saved.CreatedAt.UnixMilli()
+			s.srv.known.add(to)
+			s.srv.wake(to)
+		}
+		s.finishOp("send: save", env, err)
 	})
 	if err != nil {
+		s.abortOp()
 		return s.storeFailed("send: save", err)
 	}
-	ack.ServerId, ack.TimestampMs = uint64(saved.ID), saved.CreatedAt.UnixMilli()
-	if dup {
-		s.srv.metrics.messages.WithLabelValues("duplicate").Inc()
-		ack.Status = chatdpb.SendAck_DUPLICATE
-	} else {
-		s.srv.metrics.messages.WithLabelValues("stored").Inc()
-		ack.Status = chatdpb.SendAck_STORED
-		s.srv.wake(to)
-	}
-	return send()
+	return nil
 }
 
 func (s *session) handleAck(ctx context.Context, seqs []uint64) error {
 	if len(seqs) > wire.MaxSeqsPerAck {
 		return fmt.Errorf("deliver ack with %d seqs exceeds %d", len(seqs), wire.MaxSeqsPerAck)
 	}
+	if err := s.acquire(); err != nil {
+		return err
+	}
 	ids := make([]int64, len(seqs))
 	for i, q := range seqs {
 		ids[i] = int64(q)
 	}
-	notify, err := s.srv.cfg.Store.AckBatch(ctx, s.phone, ids)
+	s.beginOp()
+	err := s.pipe.AckBatchAsync(ctx, s.phone, ids, func(notify []string, err error) {
+		if err == nil {
+			s.srv.events.delivered.Add(float64(len(seqs)))
+			s.srv.wake(notify...)
+			// The window opens only once the acks are durable.
+			s.mu.Lock()
+			wasFull := len(s.inflight) >= s.srv.cfg.MaxInflight
+			for _, q := range seqs {
+				delete(s.inflight, q)
+			}
+			s.mu.Unlock()
+			if wasFull {
+				s.wakeWriter()
+			}
+		}
+		s.finishOp("ack", nil, err)
+	})
 	if err != nil {
+		s.abortOp()
 		return s.storeFailed("ack", err)
-	}
-	s.srv.metrics.messages.WithLabelValues("delivered").Add(float64(len(seqs)))
-	s.srv.wake(notify...)
-	s.mu.Lock()
-	wasFull := len(s.inflight) >= s.srv.cfg.MaxInflight
-	for _, q := range seqs {
-		delete(s.inflight, q)
-	}
-	s.mu.Unlock()
-	if wasFull {
-		s.wakeWriter()
 	}
 	return nil
 }
@@ -388,17 +558,27 @@ func (s *session) handleMarkRead(ctx context.Context, m *chatdpb.MarkRead) error
 	if len(m.GetServerIds()) > wire.MaxIDsPerMarkRead {
 		return s.replyError(m.GetRequestId(), "too_many_ids", fmt.Sprintf("at most %d ids per read mark", wire.MaxIDsPerMarkRead))
 	}
+	if err := s.acquire(); err != nil {
+		return err
+	}
 	ids := make([]int64, len(m.GetServerIds()))
 	for i, id := range m.GetServerIds() {
 		ids[i] = int64(id)
 	}
-	notify, err := s.srv.cfg.Store.MarkRead(ctx, s.phone, ids)
+	reply := &chatdpb.Envelope{Body: &chatdpb.Envelope_MarkReadAck{MarkReadAck: &chatdpb.MarkReadAck{RequestId: m.GetRequestId()}}}
+	s.beginOp()
+	err := s.pipe.MarkReadAsync(ctx, s.phone, ids, func(notify []string, err error) {
+		if err == nil {
+			s.srv.events.read.Add(float64(len(notify)))
+			s.srv.wake(notify...)
+		}
+		s.finishOp("mark read", reply, err)
+	})
 	if err != nil {
+		s.abortOp()
 		return s.storeFailed("mark read", err)
 	}
-	s.srv.metrics.messages.WithLabelValues("read").Add(float64(len(notify)))
-	s.srv.wake(notify...)
-	return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_MarkReadAck{MarkReadAck: &chatdpb.MarkReadAck{RequestId: m.GetRequestId()}}})
+	return nil
 }
 
 func (s *session) handleContacts(ctx context.Context, q *chatdpb.ContactQuery) error {
@@ -490,6 +670,11 @@ func (s *session) writeLoop(first *chatdpb.Envelope) {
 				s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
 				continue
 			}
+		case <-s.replyCh:
+			if buf, scratch, err = s.appendReplies(buf, scratch); err != nil {
+				s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
+				continue
+			}
 		case <-s.wakeCh:
 			fetch = true
 		}
@@ -498,6 +683,11 @@ func (s *session) writeLoop(first *chatdpb.Envelope) {
 			select {
 			case env := <-s.out:
 				if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
+					s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
+					break drain
+				}
+			case <-s.replyCh:
+				if buf, scratch, err = s.appendReplies(buf, scratch); err != nil {
 					s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
 					break drain
 				}
@@ -526,6 +716,28 @@ func (s *session) writeLoop(first *chatdpb.Envelope) {
 			buf = nil
 		}
 	}
+}
+
+// appendReplies takes every ordered reply waiting in s.replies, appends them in order and frees their
+// requests' slots (writer).
+func (s *session) appendReplies(buf, scratch []byte) ([]byte, []byte, error) {
+	s.mu.Lock()
+	rs := s.replies
+	s.replies = s.spare[:0]
+	s.mu.Unlock()
+	var err error
+	for _, env := range rs {
+		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
+			break
+		}
+	}
+	s.release(len(rs))
+	clear(rs)
+	if cap(rs) > 256 {
+		rs = nil // a burst is over: do not keep its buffer for an idle session
+	}
+	s.spare = rs[:0]
+	return buf, scratch, err
 }
 
 // appendPending appends the deliveries after lastSeq that fit in the in-flight window.

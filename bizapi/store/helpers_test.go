@@ -137,9 +137,9 @@ func holdWriter(t testing.TB, s *SQLite) (release func()) {
 func waitQueued(t testing.TB, s *SQLite, n int) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
-	for len(s.ops) < n {
+	for s.gc.Queued() < n {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d operations queued, want %d", len(s.ops), n)
+			t.Fatalf("%d operations queued, want %d", s.gc.Queued(), n)
 		}
 		runtime.Gosched()
 	}

@@ -14,10 +14,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/groupcommit"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -32,7 +32,8 @@ import (
 //
 // # Group commit
 //
-// Every write is an operation sent to one writer goroutine that owns the only write connection.
+// Every write is an operation sent to one writer goroutine (internal/groupcommit) that owns the only
+// write connection.
 // The writer takes the first waiting operation and then every other one already waiting (up to
 // MaxBatch), runs them in ONE transaction (BEGIN IMMEDIATE … COMMIT), each inside its own SAVEPOINT,
 // and answers every caller after the COMMIT. An operation that fails (ErrDuplicate, ErrNotFound, a
@@ -65,33 +66,25 @@ import (
 // user_version than this binary knows is refused with ErrSchemaTooNew. Times are INTEGER Unix
 // nanoseconds, NULL for the zero time; times returned are in UTC.
 type SQLite struct {
-	path     string
-	now      func() time.Time
-	maxBatch int
+	path string
+	now  func() time.Time
 
 	w    *sql.DB   // writer DB: exactly one connection, owned by the writer goroutine
 	wc   *sql.Conn // that connection
 	ws   writeStmts
-	r    *sql.DB // query_only pool
+	gc   *groupcommit.Writer[*writeStmts] // the writer goroutine, on wc
+	r    *sql.DB                          // query_only pool
 	rs   readStmts
 	prep []*sql.Stmt // every prepared statement, for Close
 
-	mu      sync.RWMutex // held (read) while sending to ops; (write) by Close
-	closed  bool         // under mu
-	isShut  atomic.Bool  // closed, for readers
-	ops     chan *op
-	stopped chan struct{} // closed when the writer goroutine has returned
-
-	commits   atomic.Uint64
-	committed atomic.Uint64
-	failed    atomic.Uint64
-	maxSeen   atomic.Int64
+	closing atomic.Bool // Close was called
+	isShut  atomic.Bool // closed, for readers
 }
 
 var _ Store = (*SQLite)(nil)
 
 // DefaultMaxBatch is the default cap on the operations committed in one transaction.
-const DefaultMaxBatch = 512
+const DefaultMaxBatch = groupcommit.DefaultMaxBatch
 
 // busyTimeoutMS is how long a connection waits for a lock held by another connection (another
 // process on the same file, or a reader during WAL recovery) before failing with SQLITE_BUSY.
@@ -148,18 +141,16 @@ func Open(path string, opts ...Option) (*SQLite, error) {
 	}
 	f.Close()
 
-	s := &SQLite{
-		path:     abs,
-		now:      o.now,
-		maxBatch: o.maxBatch,
-		ops:      make(chan *op, 4*o.maxBatch),
-		stopped:  make(chan struct{}),
-	}
+	s := &SQLite{path: abs, now: o.now}
 	if err := s.open(); err != nil {
 		s.closeDBs()
 		return nil, err
 	}
-	go s.run()
+	s.gc, err = groupcommit.New(context.Background(), s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
+	if err != nil {
+		s.closeDBs()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -224,17 +215,12 @@ func (s *SQLite) prepareOn(ctx context.Context, p interface {
 // callers get their real results), and closes the database. The writer connection is closed last
 // so that it, the last connection on the file, checkpoints the WAL. Close is idempotent.
 func (s *SQLite) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.closing.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.closed = true
 	s.isShut.Store(true)
-	close(s.ops) // no sender holds mu.RLock now, so none is blocked on ops
-	s.mu.Unlock()
-	<-s.stopped
-	return s.closeDBs()
+	err := s.gc.Close()
+	return errors.Join(err, s.closeDBs())
 }
 
 func (s *SQLite) closeDBs() error {
@@ -265,12 +251,8 @@ type WriterStats struct {
 
 // WriterStats reports how much group commit is batching (for metrics and tests).
 func (s *SQLite) WriterStats() WriterStats {
-	return WriterStats{
-		Commits:  s.commits.Load(),
-		Ops:      s.committed.Load(),
-		Failed:   s.failed.Load(),
-		MaxBatch: int(s.maxSeen.Load()),
-	}
+	st := s.gc.Stats()
+	return WriterStats{Commits: st.Commits, Ops: st.Ops, Failed: st.Failed, MaxBatch: st.MaxBatch}
 }
 
 // dsn builds the driver connection string. The path goes into a file: URI with percent-escaping,

@@ -105,29 +105,34 @@ func (s *SQLite) MarkSent(ctx context.Context, id string, serverID uint64, at ti
 		return false, err
 	}
 	now := s.now().UnixNano()
+	err = s.exec(ctx, func(w *writeStmts) error {
+		changed, err = w.markSentOp(id, serverID, at, cb, now)
+		return err
+	})
+	return changed && err == nil, err
+}
+
+// markSentOp is the write of MarkSent.
+func (w *writeStmts) markSentOp(id string, serverID uint64, at time.Time, cb *Callback, now int64) (changed bool, err error) {
 	sentAt := now
 	if !at.IsZero() {
 		sentAt = at.UnixNano()
 	}
 	sid := serverIDArg(serverID)
-	err = s.exec(ctx, func(w *writeStmts) error {
-		n, err := w.exec(w.markSent, sid, sentAt, id)
-		if err != nil {
-			return fmt.Errorf("store: mark sent: %w", err)
-		}
-		if n == 1 {
-			changed = true
-			return w.insertCallback(cb, now)
-		}
-		if n, err = w.exec(w.markSentFill, sid, sentAt, id); err != nil {
-			return fmt.Errorf("store: mark sent: %w", err)
-		}
-		if n == 0 {
-			return ErrNotFound
-		}
-		return nil
-	})
-	return changed && err == nil, err
+	n, err := w.exec(w.markSent, sid, sentAt, id)
+	if err != nil {
+		return false, fmt.Errorf("store: mark sent: %w", err)
+	}
+	if n == 1 {
+		return true, w.insertCallback(cb, now)
+	}
+	if n, err = w.exec(w.markSentFill, sid, sentAt, id); err != nil {
+		return false, fmt.Errorf("store: mark sent: %w", err)
+	}
+	if n == 0 {
+		return false, ErrNotFound
+	}
+	return false, nil
 }
 
 // MarkStatus advances id to StatusDelivered or StatusRead (any other status: ErrInvalidArgument).
@@ -136,38 +141,78 @@ func (s *SQLite) MarkSent(ctx context.Context, id string, serverID uint64, at ti
 // delivered: DeliveredAt is set too if it was missing. ErrNotFound if there is no such message. A
 // zero at means now.
 func (s *SQLite) MarkStatus(ctx context.Context, id string, status string, at time.Time, cb *Callback) (changed bool, err error) {
-	var st func(w *writeStmts) *sql.Stmt
-	switch status {
-	case StatusDelivered:
-		st = func(w *writeStmts) *sql.Stmt { return w.markDelivered }
-	case StatusRead:
-		st = func(w *writeStmts) *sql.Stmt { return w.markRead }
-	default:
-		return false, fmt.Errorf("%w: MarkStatus to %q (want %q or %q)", ErrInvalidArgument, status, StatusDelivered, StatusRead)
+	if err := checkStatus(status); err != nil {
+		return false, err
 	}
 	if err := checkCallback(cb); err != nil {
 		return false, err
 	}
 	now := s.now().UnixNano()
-	stamp := now
-	if !at.IsZero() {
-		stamp = at.UnixNano()
-	}
 	err = s.exec(ctx, func(w *writeStmts) error {
-		n, err := w.exec(st(w), stamp, id)
-		if err != nil {
-			return fmt.Errorf("store: mark %s: %w", status, err)
-		}
-		if n == 0 {
-			return w.mustExist(id)
-		}
-		changed = true
-		return w.insertCallback(cb, now)
+		changed, err = w.markStatusOp(id, status, at, cb, now)
+		return err
 	})
 	if err != nil {
 		return false, err
 	}
 	return changed, nil
+}
+
+func checkStatus(status string) error {
+	if status != StatusDelivered && status != StatusRead {
+		return fmt.Errorf("%w: MarkStatus to %q (want %q or %q)", ErrInvalidArgument, status, StatusDelivered, StatusRead)
+	}
+	return nil
+}
+
+// markStatusOp is the write of MarkStatus (status checked by the caller).
+func (w *writeStmts) markStatusOp(id string, status string, at time.Time, cb *Callback, now int64) (changed bool, err error) {
+	st := w.markDelivered
+	if status == StatusRead {
+		st = w.markRead
+	}
+	stamp := now
+	if !at.IsZero() {
+		stamp = at.UnixNano()
+	}
+	n, err := w.exec(st, stamp, id)
+	if err != nil {
+		return false, fmt.Errorf("store: mark %s: %w", status, err)
+	}
+	if n == 0 {
+		return false, w.mustExist(id)
+	}
+	return true, w.insertCallback(cb, now)
+}
+
+// MarkReceipt is MarkSent(id, serverID, at, sentCb) followed by MarkStatus(id, status, at, cb) in
+// one transaction (one commit instead of two): what a delivered or read receipt does, since it may
+// overtake the recording of the send's ack. It returns each step's changed. ErrNotFound (nothing
+// changes) if there is no such message; on any error neither step is applied.
+func (s *SQLite) MarkReceipt(ctx context.Context, id string, serverID uint64, status string, at time.Time,
+	sentCb, cb *Callback) (sentChanged, changed bool, err error) {
+	if err := checkStatus(status); err != nil {
+		return false, false, err
+	}
+	if err := checkCallback(sentCb); err != nil {
+		return false, false, err
+	}
+	if err := checkCallback(cb); err != nil {
+		return false, false, err
+	}
+	now := s.now().UnixNano()
+	err = s.exec(ctx, func(w *writeStmts) error {
+		var err error
+		if sentChanged, err = w.markSentOp(id, serverID, at, sentCb, now); err != nil {
+			return err
+		}
+		changed, err = w.markStatusOp(id, status, at, cb, now)
+		return err
+	})
+	if err != nil {
+		return false, false, err
+	}
+	return sentChanged, changed, nil
 }
 
 // MarkFailed ends id with StatusFailed, FailedAt and the error, and queues cb. Only a message not

@@ -63,6 +63,9 @@ type Store interface {
 	// a delivered receipt after read changes nothing and queues nothing, and changed reports whether
 	// anything changed (cb is queued only then). Read implies delivered (DeliveredAt is set too).
 	MarkStatus(ctx context.Context, id string, status string, at time.Time, cb *Callback) (changed bool, err error)
+	// MarkReceipt is MarkSent(id, serverID, at, sentCb) then MarkStatus(id, status, at, cb) in one
+	// transaction, with one commit: what a receipt does. Either both steps apply or neither.
+	MarkReceipt(ctx context.Context, id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback) (sentChanged, changed bool, err error)
 	// MarkFailed ends a message with StatusFailed and the error, and queues cb.
 	MarkFailed(ctx context.Context, id string, e ErrorInfo, at time.Time, cb *Callback) error
 

@@ -5,165 +5,24 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"sync/atomic"
+
+	"github.com/chatd-dev/chatd/internal/groupcommit"
 )
 
-// op is one write operation waiting for the writer.
-type op struct {
-	ctx   context.Context
-	fn    func(w *writeStmts) error // runs inside the batch transaction, inside its own savepoint
-	state atomic.Int32
-	done  chan error // buffered(1): the result, sent once
-}
-
-// Operation states. queued → taken (by the writer) or queued → canceled (by the caller, or by the
-// writer when it finds the context done); whoever wins the compare-and-swap decides.
-const (
-	opQueued int32 = iota
-	opTaken
-	opCanceled
-)
-
-// exec sends fn to the writer and waits for the commit of the transaction that ran it; see the
-// Contexts section of SQLite for what ctx means here.
+// exec sends fn to the group-commit writer and waits for the commit of the transaction that ran
+// it; see the Contexts section of SQLite for what ctx means here.
 func (s *SQLite) exec(ctx context.Context, fn func(w *writeStmts) error) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	o := &op{ctx: ctx, fn: fn, done: make(chan error, 1)}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
+	err := s.gc.Exec(ctx, fn)
+	if err == groupcommit.ErrClosed {
 		return ErrClosed
 	}
-	select {
-	case s.ops <- o:
-		s.mu.RUnlock()
-	case <-ctx.Done():
-		s.mu.RUnlock()
-		return ctx.Err()
-	}
-	select {
-	case err := <-o.done:
-		return err
-	case <-ctx.Done():
-		if o.state.CompareAndSwap(opQueued, opCanceled) {
-			return ctx.Err() // the writer will skip it
-		}
-		return <-o.done // taken: it runs; wait for the real result
-	}
+	return err
 }
 
-// run is the writer goroutine: it takes the first waiting operation, then every other one already
-// waiting up to maxBatch, and commits them together.
-func (s *SQLite) run() {
-	defer close(s.stopped)
-	batch := make([]*op, 0, s.maxBatch)
-	taken := make([]*op, 0, s.maxBatch)
-	errs := make([]error, s.maxBatch)
-	for {
-		o, ok := <-s.ops
-		if !ok {
-			return
-		}
-		batch = append(batch[:0], o)
-	fill:
-		for len(batch) < s.maxBatch {
-			select {
-			case o, ok := <-s.ops:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		taken = taken[:0]
-		for _, o := range batch {
-			if err := o.ctx.Err(); err != nil {
-				if o.state.CompareAndSwap(opQueued, opCanceled) {
-					o.done <- err
-				}
-				continue
-			}
-			if o.state.CompareAndSwap(opQueued, opTaken) {
-				taken = append(taken, o)
-			}
-		}
-		clear(batch) // drop references for the GC
-		if len(taken) > 0 {
-			s.runBatch(taken, errs[:len(taken)])
-		}
-		clear(taken)
-	}
-}
-
-// runBatch runs ops in one transaction, each in a savepoint, commits, and answers every caller.
-func (s *SQLite) runBatch(ops []*op, errs []error) {
-	w := &s.ws
-	answer := func(batchErr error) {
-		var ok, bad uint64
-		for i, o := range ops {
-			err := errs[i]
-			if batchErr != nil {
-				err = batchErr
-			}
-			if err == nil {
-				ok++
-			} else {
-				bad++
-			}
-			o.done <- err
-			errs[i] = nil
-		}
-		s.committed.Add(ok)
-		s.failed.Add(bad)
-	}
-	if err := w.run(w.begin); err != nil {
-		answer(fmt.Errorf("store: begin: %w", err))
-		return
-	}
-	for i, o := range ops {
-		if err := w.run(w.savepoint); err != nil {
-			w.abort()
-			answer(fmt.Errorf("store: savepoint: %w", err))
-			return
-		}
-		err := o.fn(w)
-		if err != nil {
-			// Undo this operation only. If even that fails, SQLite has rolled back the whole
-			// transaction (disk full, I/O error, …): the batch is lost. (%v, not %w: the other
-			// callers must not see this operation's sentinel errors as theirs.)
-			if rerr := w.run(w.rollbackTo); rerr != nil {
-				w.abort()
-				answer(fmt.Errorf("store: transaction rolled back, batch lost (after: %v)", err))
-				return
-			}
-		}
-		if rerr := w.run(w.release); rerr != nil {
-			w.abort()
-			answer(fmt.Errorf("store: release savepoint: %w", rerr))
-			return
-		}
-		errs[i] = err
-	}
-	if err := w.run(w.commit); err != nil {
-		w.abort()
-		answer(fmt.Errorf("store: commit: %w", err))
-		return
-	}
-	s.commits.Add(1)
-	if n := int64(len(ops)); n > s.maxSeen.Load() {
-		s.maxSeen.Store(n) // only the writer stores
-	}
-	answer(nil)
-}
-
-// writeStmts are the statements prepared on the writer connection. Only the writer goroutine
-// uses them (and Open, before it starts).
+// writeStmts are the statements prepared on the writer connection, the S of the group-commit
+// writer. Only the writer goroutine uses them (and Open, before it starts).
 type writeStmts struct {
-	begin, commit, rollback, savepoint, release, rollbackTo *sql.Stmt
+	rollback *sql.Stmt // for abort
 
 	saveSettings                                      *sql.Stmt
 	putUser, putToken                                 *sql.Stmt
@@ -183,12 +42,7 @@ func (w *writeStmts) prepare(ctx context.Context, s *SQLite) error {
 		st **sql.Stmt
 		q  string
 	}{
-		{&w.begin, `BEGIN IMMEDIATE`},
-		{&w.commit, `COMMIT`},
 		{&w.rollback, `ROLLBACK`},
-		{&w.savepoint, `SAVEPOINT op`},
-		{&w.release, `RELEASE op`},
-		{&w.rollbackTo, `ROLLBACK TO op`},
 
 		{&w.saveSettings, `INSERT INTO settings (id, doc, updated_at) VALUES (1, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`},

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,8 +54,8 @@ func caPool(t *testing.T, file string) *x509.CertPool {
 }
 
 // TestAllChatPaths logs in over each way the node accepts chat — raw on the chat port, raw on the 443
-// port, TLS with ALPN chatd/1 on the 443 port — while HTTPS works on the same 443 port, and checks
-// that the metrics label each session with its port and transport.
+// port, TLS with ALPN chatd/1 and WebSocket (GET /v1/chat) on the 443 port — while HTTPS works on the
+// same 443 port, and checks that the metrics label each session with its port and transport.
 func TestAllChatPaths(t *testing.T) {
 	n := startNode(t)
 	pool := caPool(t, n.CAFile)
@@ -73,11 +75,13 @@ func TestAllChatPaths(t *testing.T) {
 	}{
 		{"raw 5222", n.ChatAddr.String(), chatPort, "tcp", nil},
 		{"raw 443", n.HTTPSAddr.String(), httpsPort, "tcp", nil},
-		{"tls 443", n.HTTPSAddr.String(), httpsPort, "tls", tlsDial},
+		{"tls 443 (own dialer)", n.HTTPSAddr.String(), httpsPort, "tls", tlsDial},
+		{"tls 443", n.HTTPSAddr.String() + "/tls", httpsPort, "tls", nil},
+		{"ws 443", n.HTTPSAddr.String() + "/ws", httpsPort, "ws", nil},
 	}
 	for _, p := range paths {
 		t.Run(p.name, func(t *testing.T) {
-			c, err := client.New(client.Config{Addrs: []string{p.addr}, ServerKey: n.ServerKey, DeviceKey: dev, Dial: p.dial})
+			c, err := client.New(client.Config{Addrs: []string{p.addr}, ServerKey: n.ServerKey, DeviceKey: dev, Dial: p.dial, RootCAs: pool})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -90,9 +94,14 @@ func TestAllChatPaths(t *testing.T) {
 			if err := c.WaitConnected(wctx); err != nil {
 				t.Fatalf("not connected: %v", err)
 			}
+			// The previous subtest's session may still be finishing: wait for the gauge to settle.
 			want := `chatd_connections{port="` + p.port + `",transport="` + p.transport + `"} 1`
-			if m := scrape(t, n); !strings.Contains(m, want) {
-				t.Fatalf("metrics lack %s:\n%s", want, grep(m, "chatd_connections"))
+			deadline := time.Now().Add(10 * time.Second)
+			for m := scrape(t, n); !strings.Contains(m, want); m = scrape(t, n) {
+				if time.Now().After(deadline) {
+					t.Fatalf("metrics lack %s:\n%s", want, grep(m, "chatd_connections"))
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}
@@ -107,6 +116,12 @@ func TestAllChatPaths(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || !strings.Contains(string(body), pki.FormatPublic(n.ServerKey)) {
 		t.Fatalf("GET /v1/config: %s %s %s", resp.Status, resp.Proto, body)
+	}
+	// The published endpoints: raw chatd on the chat port, TLS and WebSocket on the 443 port.
+	wantEPs := `"chat_endpoints":[{"host":"localhost","port":` + chatPort + `,"transport":"tcp"},` +
+		`{"host":"localhost","port":` + httpsPort + `,"transport":"tls"},{"host":"localhost","port":` + httpsPort + `,"transport":"ws"}]`
+	if !strings.Contains(string(body), wantEPs) {
+		t.Errorf("GET /v1/config: %s\nwant %s", body, wantEPs)
 	}
 
 	// Garbage on the 443 port is counted as a bad preamble.
@@ -155,5 +170,47 @@ func TestStartErrors(t *testing.T) {
 	_, err = node.Start(node.Config{DataDir: t.TempDir(), Dev: true, ChatListen: n.ChatAddr.String(), HTTPSListen: "127.0.0.1:0", AdminListen: "off"})
 	if err == nil || !strings.Contains(err.Error(), "chat listener") {
 		t.Fatalf("port in use: %v", err)
+	}
+}
+
+// TestWebSocketHandshakeTimeout: a WebSocket chat stream that never sends its preamble is closed at
+// the handshake deadline and counted as handshake_timeout, like one on TCP.
+func TestWebSocketHandshakeTimeout(t *testing.T) {
+	n, err := node.Start(node.Config{
+		DataDir: t.TempDir(), Dev: true, HandshakeTimeout: 200 * time.Millisecond,
+		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		n.Shutdown(ctx)
+	})
+	_, port, _ := net.SplitHostPort(n.HTTPSAddr.String())
+	p, _ := strconv.Atoi(port)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	d := &transport.Dialer{RootCAs: caPool(t, n.CAFile)}
+	c, err := d.Dial(ctx, transport.Endpoint{Host: "localhost", Port: p, Transport: transport.TransportWS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read: %v, want the server to close the stream", err)
+	}
+	want := `chatd_closes_total{reason="handshake_timeout"} 1`
+	deadline := time.Now().Add(5 * time.Second)
+	for m := scrape(t, n); !strings.Contains(m, want); m = scrape(t, n) {
+		if time.Now().After(deadline) {
+			t.Fatalf("metrics lack %s:\n%s", want, grep(m, "chatd_closes_total"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if m := scrape(t, n); !strings.Contains(m, `chatd_connections_accepted_total{port="`+port+`",transport="ws"} 1`) {
+		t.Errorf("ws connection not counted:\n%s", grep(m, "accepted"))
 	}
 }

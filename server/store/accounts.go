@@ -41,33 +41,29 @@ func (s *Store) RegisterDevice(ctx context.Context, a Account) (Account, error) 
 		return Account{}, fmt.Errorf("%w: display name is for business accounts only", ErrInvalidArgument)
 	}
 	var out Account
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.exec(ctx, func(w *writeStmts) error {
 		var owner string
-		err := tx.QueryRowContext(ctx, `SELECT phone FROM accounts WHERE device_pub = ?`, a.DevicePub).Scan(&owner)
+		err := w.deviceOwner.QueryRowContext(bg, a.DevicePub).Scan(&owner)
 		switch {
 		case err == nil && owner != a.Phone:
 			return ErrDeviceInUse
 		case err != nil && !errors.Is(err, sql.ErrNoRows):
 			return fmt.Errorf("store: register device: %w", err)
 		}
-		_, err = tx.ExecContext(ctx, `
-			INSERT INTO accounts (phone, business, display_name, device_pub, created_at)
-			VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (phone) DO UPDATE SET
-				business = excluded.business,
-				display_name = excluded.display_name,
-				device_pub = excluded.device_pub`,
-			a.Phone, boolInt(a.Business), a.DisplayName, a.DevicePub, s.now().UnixNano())
+		_, err = w.upsertAccount.ExecContext(bg, a.Phone, boolInt(a.Business), a.DisplayName, a.DevicePub, s.now().UnixNano())
 		if err != nil {
 			if isUniqueViolation(err) { // belt and braces: the SELECT above runs under the write lock
 				return ErrDeviceInUse
 			}
 			return fmt.Errorf("store: register device: %w", err)
 		}
-		out, err = scanAccount(tx.QueryRowContext(ctx, selectAccount+` WHERE phone = ?`, a.Phone))
+		out, err = scanAccount(w.accountByPhone.QueryRowContext(bg, a.Phone))
 		return err
 	})
-	return out, err
+	if err != nil {
+		return Account{}, err
+	}
+	return out, nil
 }
 
 const selectAccount = `SELECT phone, business, display_name, device_pub, created_at FROM accounts`
@@ -96,12 +92,12 @@ func (s *Store) AccountByDevice(ctx context.Context, devicePub []byte) (Account,
 	if len(devicePub) != DevicePubSize {
 		return Account{}, ErrNotFound
 	}
-	return scanAccount(s.r.QueryRowContext(ctx, selectAccount+` WHERE device_pub = ?`, devicePub))
+	return scanAccount(s.rs.accountByDevice.QueryRowContext(ctx, devicePub))
 }
 
 // Account returns the account of phone, or ErrNotFound.
 func (s *Store) Account(ctx context.Context, phone string) (Account, error) {
-	return scanAccount(s.r.QueryRowContext(ctx, selectAccount+` WHERE phone = ?`, phone))
+	return scanAccount(s.rs.accountByPhone.QueryRowContext(ctx, phone))
 }
 
 // LookupAccounts returns the registered accounts among phones, keyed by
@@ -117,6 +113,16 @@ func (s *Store) LookupAccounts(ctx context.Context, phones []string) (map[string
 		}
 		seen[p] = struct{}{}
 		uniq = append(uniq, p)
+	}
+	if len(uniq) == 1 { // the common case (the sender of a batch of deliveries): a prepared statement
+		a, err := s.Account(ctx, uniq[0])
+		switch {
+		case err == nil:
+			out[a.Phone] = a
+		case !errors.Is(err, ErrNotFound):
+			return nil, err
+		}
+		return out, nil
 	}
 	for len(uniq) > 0 {
 		n := min(len(uniq), lookupChunk)

@@ -2,6 +2,8 @@ package store
 
 import (
 	"context"
+	"database/sql"
+	"runtime"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -10,8 +12,9 @@ import (
 var benchContent = make([]byte, 200) // a typical short text message
 
 // BenchmarkSaveMessage measures one durable SaveMessage (insert + enqueue +
-// fsync'd commit). "parallel" shows that concurrent senders queue on the
-// single writer connection.
+// fsync'd commit). "serial" is one caller, one commit per save; with
+// concurrent callers ("parallel", "c64") group commit puts every save that
+// arrived meanwhile into one transaction.
 func BenchmarkSaveMessage(b *testing.B) {
 	b.Run("serial", func(b *testing.B) {
 		s, _ := openTest(b)
@@ -24,48 +27,63 @@ func BenchmarkSaveMessage(b *testing.B) {
 			}
 		}
 	})
-	b.Run("parallel", func(b *testing.B) {
-		s, _ := openTest(b)
-		s.Now = nil
-		ctx := context.Background()
-		var next atomic.Int64
-		b.ResetTimer()
-		b.RunParallel(func(pb *testing.PB) {
-			sender := strconv.FormatInt(15550000000+next.Add(1), 10)
-			for i := 0; pb.Next(); i++ {
-				if _, _, err := s.SaveMessage(ctx, Message{From: sender, To: "15550000002",
-					ClientID: strconv.Itoa(i), ContentVersion: 1, Content: benchContent}); err != nil {
-					b.Error(err)
-					return
+	// parallel: GOMAXPROCS callers; c64: 64 concurrent callers (many sessions sending at once).
+	for _, c := range []struct {
+		name string
+		par  int
+	}{{"parallel", 1}, {"c64", 64 / runtime.GOMAXPROCS(0)}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, _ := openTest(b)
+			s.Now = nil
+			ctx := context.Background()
+			var next atomic.Int64
+			base := s.WriterStats()
+			b.SetParallelism(max(1, c.par))
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				sender := strconv.FormatInt(15550000000+next.Add(1), 10)
+				for i := 0; pb.Next(); i++ {
+					if _, _, err := s.SaveMessage(ctx, Message{From: sender, To: "15550000002",
+						ClientID: strconv.Itoa(i), ContentVersion: 1, Content: benchContent}); err != nil {
+						b.Error(err)
+						return
+					}
 				}
-			}
+			})
+			b.StopTimer()
+			st := s.WriterStats()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+			b.ReportMetric(float64(st.Ops-base.Ops)/float64(max(1, st.Commits-base.Commits)), "ops/commit")
 		})
-	})
+	}
 }
 
 // fillQueue stores n messages to recipient in one transaction (setup only:
 // SaveMessage would fsync each one).
 func fillQueue(b *testing.B, s *Store, recipient string, start, n int) {
 	b.Helper()
-	tx, err := s.w.Begin()
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer tx.Rollback()
-	for i := start; i < start+n; i++ {
-		res, err := tx.Exec(`INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
-			VALUES ('15550000001', ?, ?, 1, ?, 1)`, recipient, strconv.Itoa(i), benchContent)
+	withWriter(b, s, func(c *sql.Conn) {
+		ctx := context.Background()
+		tx, err := c.BeginTx(ctx, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
-		id, _ := res.LastInsertId()
-		if _, err := tx.Exec(`INSERT INTO queue (recipient, kind, message_id) VALUES (?, 1, ?)`, recipient, id); err != nil {
+		defer tx.Rollback()
+		for i := start; i < start+n; i++ {
+			res, err := tx.Exec(`INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
+				VALUES ('15550000001', ?, ?, 1, ?, 1)`, recipient, strconv.Itoa(i), benchContent)
+			if err != nil {
+				b.Fatal(err)
+			}
+			id, _ := res.LastInsertId()
+			if _, err := tx.Exec(`INSERT INTO queue (recipient, kind, message_id) VALUES (?, 1, ?)`, recipient, id); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := tx.Commit(); err != nil {
 			b.Fatal(err)
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		b.Fatal(err)
-	}
+	})
 }
 
 // BenchmarkPendingAck measures delivering one queued message: reading it

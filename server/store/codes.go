@@ -40,12 +40,8 @@ func (s *Store) PutCode(ctx context.Context, c Code) error {
 	if created.IsZero() {
 		created = s.now()
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `
-			INSERT OR REPLACE INTO codes
-				(phone, hash, method, business, display_name, expires_at, attempts, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, 0, ?)`,
-			c.Phone, c.Hash, c.Method, boolInt(c.Business), c.DisplayName,
+	return s.exec(ctx, func(w *writeStmts) error {
+		_, err := w.putCode.ExecContext(bg, c.Phone, c.Hash, c.Method, boolInt(c.Business), c.DisplayName,
 			c.ExpiresAt.UnixNano(), created.UnixNano())
 		if err != nil {
 			return fmt.Errorf("store: put code: %w", err)
@@ -81,9 +77,8 @@ func (s *Store) GetCode(ctx context.Context, phone string) (Code, error) {
 // count, or ErrNotFound if there is no code.
 func (s *Store) IncCodeAttempts(ctx context.Context, phone string) (int, error) {
 	var n int
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx,
-			`UPDATE codes SET attempts = attempts + 1 WHERE phone = ? RETURNING attempts`, phone).Scan(&n)
+	err := s.exec(ctx, func(w *writeStmts) error {
+		err := w.incCodeAttempts.QueryRowContext(bg, phone).Scan(&n)
 		if errors.Is(err, sql.ErrNoRows) {
 			return ErrNotFound
 		}
@@ -92,13 +87,16 @@ func (s *Store) IncCodeAttempts(ctx context.Context, phone string) (int, error) 
 		}
 		return nil
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }
 
 // DeleteCode removes phone's code. Deleting a missing code is not an error.
 func (s *Store) DeleteCode(ctx context.Context, phone string) error {
-	return s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `DELETE FROM codes WHERE phone = ?`, phone); err != nil {
+	return s.exec(ctx, func(w *writeStmts) error {
+		if _, err := w.deleteCode.ExecContext(bg, phone); err != nil {
 			return fmt.Errorf("store: delete code: %w", err)
 		}
 		return nil
@@ -109,13 +107,16 @@ func (s *Store) DeleteCode(ctx context.Context, phone string) error {
 // store clock's now, and returns how many it removed.
 func (s *Store) DeleteExpiredCodes(ctx context.Context) (int64, error) {
 	var n int64
-	err := s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM codes WHERE expires_at <= ?`, s.now().UnixNano())
+	err := s.exec(ctx, func(w *writeStmts) error {
+		res, err := w.deleteExpiredCds.ExecContext(bg, s.now().UnixNano())
 		if err != nil {
 			return fmt.Errorf("store: delete expired codes: %w", err)
 		}
 		n, err = res.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

@@ -12,8 +12,13 @@ import (
 	"testing"
 )
 
-// helperEnv names the database the TestHelperWriter child writes to.
-const helperEnv = "CHATD_STORE_HELPER_DB"
+// helperEnv names the database the TestHelperWriter child writes to;
+// helperModeEnv=pipeline makes it pipeline its saves (SaveMessageAsync, many
+// in flight) instead of calling SaveMessage one at a time.
+const (
+	helperEnv     = "CHATD_STORE_HELPER_DB"
+	helperModeEnv = "CHATD_STORE_HELPER_MODE"
+)
 
 // TestHelperWriter is not a test on its own: TestSIGKILLLosesNothing runs the
 // test binary again with only this test selected and helperEnv set. The child
@@ -30,6 +35,9 @@ func TestHelperWriter(t *testing.T) {
 		os.Exit(2)
 	}
 	ctx := context.Background()
+	if os.Getenv(helperModeEnv) == "pipeline" {
+		helperPipeline(s)
+	}
 	for i := 0; i < 1_000_000; i++ { // bounded in case the parent never kills us
 		m, _, err := s.SaveMessage(ctx, Message{
 			From: "15550000001", To: "15550000002", ClientID: "crash-" + strconv.Itoa(i),
@@ -46,13 +54,56 @@ func TestHelperWriter(t *testing.T) {
 	os.Exit(0)
 }
 
+// helperPipeline saves through a Pipeline with up to 256 saves in flight and
+// prints each ID once its callback has run (after its commit), in order.
+func helperPipeline(s *Store) {
+	p := s.NewPipeline()
+	acked := make(chan int64, 256) // the slots: one per save in flight
+	slots := make(chan struct{}, 256)
+	go func() {
+		for i := 0; i < 1_000_000; i++ {
+			slots <- struct{}{}
+			err := p.SaveMessageAsync(context.Background(), Message{
+				From: "15550000001", To: "15550000002", ClientID: "crash-" + strconv.Itoa(i),
+				ContentVersion: 1, Content: []byte("payload " + strconv.Itoa(i)),
+			}, TrustRecipient, func(m Message, _ bool, err error) {
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "helper save:", err)
+					os.Exit(2)
+				}
+				acked <- m.ID // never blocks: at most 256 in flight
+			})
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "helper submit:", err)
+				os.Exit(2)
+			}
+		}
+	}()
+	for id := range acked {
+		<-slots
+		if _, err := fmt.Fprintln(os.Stdout, id); err != nil {
+			os.Exit(0) // parent went away
+		}
+	}
+}
+
 func TestSIGKILLLosesNothing(t *testing.T) {
+	testSIGKILL(t, "")
+}
+
+// TestSIGKILLLosesNothingPipelined: the same with pipelined saves, whose
+// callbacks run after their batch's commit.
+func TestSIGKILLLosesNothingPipelined(t *testing.T) {
+	testSIGKILL(t, "pipeline")
+}
+
+func testSIGKILL(t *testing.T, mode string) {
 	if testing.Short() {
 		t.Skip("spawns a child process")
 	}
 	path := filepath.Join(t.TempDir(), "crash.db")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperWriter$", "-test.count=1")
-	cmd.Env = append(os.Environ(), helperEnv+"="+path)
+	cmd.Env = append(os.Environ(), helperEnv+"="+path, helperModeEnv+"="+mode)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -70,7 +121,10 @@ func TestSIGKILLLosesNothing(t *testing.T) {
 		}
 	})
 
-	const want = 300
+	want := 300
+	if mode == "pipeline" {
+		want = 3000 // several batches' worth
+	}
 	var acked []int64
 	sc := bufio.NewScanner(out)
 	for len(acked) < want && sc.Scan() {

@@ -12,20 +12,53 @@
 //
 // The Store holds two *sql.DB handles on the same file:
 //
-//   - a writer limited to exactly one connection (SetMaxOpenConns(1)). SQLite
+//   - a writer limited to exactly one connection (SetMaxOpenConns(1)), owned
+//     by one goroutine: the group-commit writer (internal/groupcommit). SQLite
 //     allows one writer at a time anyway; funnelling every write through one
-//     connection makes writers queue in Go (cheap, fair, context-aware)
-//     instead of spinning on SQLITE_BUSY, and it rules out the deferred-
-//     transaction lock-upgrade deadlock. Write transactions also start with
-//     BEGIN IMMEDIATE (_txlock=immediate) so that a second process on the same
-//     file waits on busy_timeout rather than failing mid-transaction.
+//     connection makes writers queue in Go (cheap, fair) instead of spinning
+//     on SQLITE_BUSY. Transactions start with BEGIN IMMEDIATE so that a second
+//     process on the same file waits on busy_timeout rather than failing
+//     mid-transaction. The hot statements are prepared once on it.
 //   - a reader pool of several connections with query_only=1. In WAL mode
 //     readers never block the writer nor each other, and each read sees the
 //     latest committed transaction, so reads (Pending, Account, lookups,
 //     Stats) scale across cores while a write is in flight.
 //
-// A single-connection design would also be correct, but every Pending call
-// would then wait behind every fsync.
+// # Group commit
+//
+// Every write method is an operation queued to the writer goroutine. The
+// writer takes the first waiting operation and every other one already
+// waiting (up to WithMaxBatch, default 512), runs them in ONE transaction,
+// each inside its own SAVEPOINT, and answers every caller after the one
+// COMMIT (one fsync). An operation that fails is rolled back to its
+// savepoint and fails alone; if the transaction itself fails, every
+// operation of the batch fails and nothing of it is stored. There is no
+// timer: a write that arrives alone is committed at once, and under load
+// batches grow by themselves while the previous COMMIT is flushed. Operations
+// run in queue order and see the effects of the ones before them, including
+// earlier ones of their own batch (so the same (sender, client id) saved
+// twice in one batch is stored once). WriterStats counts commits and
+// operations.
+//
+// The synchronous methods (SaveMessage, AckBatch, …) wait for their commit. A
+// Pipeline (NewPipeline) queues one producer's writes without waiting —
+// SaveMessageAsync, AckBatchAsync, MarkReadAsync, Barrier — applies them in
+// submission order, calls each one's callback after its COMMIT in that same
+// order (on the writer goroutine: callbacks must not block), and makes them
+// take effect as a prefix: after a failure, the pipeline's later writes fail
+// without running. A chat session uses one pipeline, so its client can have
+// many sends in flight while each SendAck still follows its own fsync.
+//
+// # Contexts
+//
+// A write's context counts until the writer takes the operation into a batch:
+// cancelled before, the operation is not applied and the method returns
+// ctx.Err(). Once taken, it runs to the end and the method returns its real
+// result even if ctx is done meanwhile (a batch is never interrupted for one
+// caller). So a write that returned ctx.Err() was not applied, and one that
+// returned nil is durable. A Pipeline's context only bounds the wait for room
+// in the writer's queue. Reads use ctx as usual. Writes after Close fail with
+// ErrClosed; Close lets every queued write finish first.
 //
 // # Schema
 //

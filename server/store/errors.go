@@ -19,6 +19,14 @@ var (
 	// a bug in the caller, not a condition to retry.
 	ErrInvalidArgument = errors.New("store: invalid argument")
 
+	// ErrClosed: a write after Close.
+	ErrClosed = errors.New("store: closed")
+
+	// ErrUnknownRecipient: Pipeline.SaveMessageAsync with CheckRecipient was
+	// asked to store a message for a phone that is not a registered account.
+	// Nothing was stored.
+	ErrUnknownRecipient = errors.New("store: recipient is not a registered account")
+
 	// ErrSchemaTooNew: the database file was migrated by a newer chatd than
 	// this one; Open refuses to touch it.
 	ErrSchemaTooNew = errors.New("store: database schema is newer than this binary")

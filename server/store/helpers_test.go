@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
@@ -125,4 +126,33 @@ func seqs(items []Item) []int64 {
 		out[i] = it.Seq
 	}
 	return out
+}
+
+// withWriter parks the group-commit writer between two transactions and runs
+// fn on this goroutine with the writer's connection (the store's only write
+// connection, which the writer owns: s.w itself would wait forever). fn may
+// call t.Fatal; it must leave no transaction open.
+func withWriter(t testing.TB, s *Store, fn func(c *sql.Conn)) {
+	t.Helper()
+	parked, resume := make(chan struct{}), make(chan struct{})
+	errc := make(chan error, 1)
+	go func() {
+		errc <- s.gc.Do(context.Background(), func(*writeStmts) error {
+			close(parked)
+			<-resume
+			return nil
+		})
+	}()
+	select {
+	case <-parked:
+	case err := <-errc:
+		t.Fatalf("parking the writer: %v", err)
+	}
+	defer func() {
+		close(resume)
+		if err := <-errc; err != nil {
+			t.Errorf("writer: %v", err)
+		}
+	}()
+	fn(s.wc)
 }

@@ -28,39 +28,106 @@ type Message struct {
 // the message and its queue item are durable (fsynced).
 //
 // From, To and ClientID must be non-empty (ErrInvalidArgument). The store does
-// not check that From or To are registered accounts; routing does.
+// not check that From or To are registered accounts; routing does (or
+// Pipeline.SaveMessageAsync with CheckRecipient).
 func (s *Store) SaveMessage(ctx context.Context, m Message) (saved Message, dup bool, err error) {
-	if m.From == "" || m.To == "" || m.ClientID == "" {
-		return Message{}, false, fmt.Errorf("%w: message needs From, To and ClientID", ErrInvalidArgument)
+	if err := checkMessage(m); err != nil {
+		return Message{}, false, err
 	}
+	var res saveResult
+	if err := s.exec(ctx, s.saveOp(m, TrustRecipient, &res)); err != nil {
+		return Message{}, false, err
+	}
+	return res.saved, res.dup, nil
+}
+
+// RecipientCheck says whether Pipeline.SaveMessageAsync first checks, inside
+// the write, that the recipient is a registered account.
+type RecipientCheck bool
+
+const (
+	// CheckRecipient: an unregistered m.To stores nothing and fails the save
+	// with ErrUnknownRecipient (a normal outcome: the pipeline goes on).
+	CheckRecipient RecipientCheck = true
+	// TrustRecipient: the caller already knows m.To is registered.
+	TrustRecipient RecipientCheck = false
+)
+
+// SaveMessageAsync is SaveMessage through the pipeline: it queues the save
+// and returns; done(saved, dup, err) runs after the COMMIT that made the
+// message and its queue item durable (see Pipeline for the rules of done).
+// With CheckRecipient the same write first checks that m.To is registered,
+// and done gets ErrUnknownRecipient if not. Two saves with the same (From,
+// ClientID) in one pipeline — even in one transaction — store one message:
+// the second gets dup=true and the first one's ID.
+func (p *Pipeline) SaveMessageAsync(ctx context.Context, m Message, check RecipientCheck,
+	done func(saved Message, dup bool, err error)) error {
+	if err := checkMessage(m); err != nil {
+		return err
+	}
+	res := new(saveResult)
+	return p.submit(ctx, p.s.saveOp(m, check, res), func(err error) {
+		switch {
+		case err != nil:
+			done(Message{}, false, err)
+		case res.unknown:
+			done(Message{}, false, fmt.Errorf("%w: %s", ErrUnknownRecipient, m.To))
+		default:
+			done(res.saved, res.dup, nil)
+		}
+	})
+}
+
+func checkMessage(m Message) error {
+	if m.From == "" || m.To == "" || m.ClientID == "" {
+		return fmt.Errorf("%w: message needs From, To and ClientID", ErrInvalidArgument)
+	}
+	return nil
+}
+
+type saveResult struct {
+	saved   Message
+	dup     bool
+	unknown bool // CheckRecipient found m.To unregistered
+}
+
+// saveOp is the write operation of SaveMessage; it leaves its outcome in res.
+func (s *Store) saveOp(m Message, check RecipientCheck, res *saveResult) func(w *writeStmts) error {
 	content := m.Content
 	if content == nil {
 		content = []byte{} // the driver binds a nil slice as NULL
 	}
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	return func(w *writeStmts) error {
+		if check {
+			var one int
+			err := w.accountExists.QueryRowContext(bg, m.To).Scan(&one)
+			if errors.Is(err, sql.ErrNoRows) {
+				res.unknown = true
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("store: save message: recipient: %w", err)
+			}
+		}
 		created := s.now().UnixNano()
 		var id int64
-		err := tx.QueryRowContext(ctx, `
-			INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
-			VALUES (?, ?, ?, ?, ?, ?)
-			ON CONFLICT (sender, client_id) DO NOTHING
-			RETURNING id`,
+		err := w.insertMessage.QueryRowContext(bg,
 			m.From, m.To, m.ClientID, int64(m.ContentVersion), content, created).Scan(&id)
 		if errors.Is(err, sql.ErrNoRows) { // conflict: a retry of a send we already have
-			dup = true
-			saved, err = scanMessage(tx.QueryRowContext(ctx,
-				selectMessage+` WHERE sender = ? AND client_id = ?`, m.From, m.ClientID))
-			return err
+			saved, err := scanMessage(w.messageByClient.QueryRowContext(bg, m.From, m.ClientID))
+			if err != nil {
+				return err
+			}
+			res.saved, res.dup = saved, true
+			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("store: save message: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx,
-			`INSERT INTO queue (recipient, kind, message_id) VALUES (?, ?, ?)`,
-			m.To, ItemMessage, id); err != nil {
+		if _, err := w.enqueueMessage.ExecContext(bg, m.To, id); err != nil {
 			return fmt.Errorf("store: enqueue message: %w", err)
 		}
-		saved = Message{
+		res.saved = Message{
 			ID:             id,
 			From:           m.From,
 			To:             m.To,
@@ -70,11 +137,7 @@ func (s *Store) SaveMessage(ctx context.Context, m Message) (saved Message, dup 
 			CreatedAt:      time.Unix(0, created).UTC(),
 		}
 		return nil
-	})
-	if err != nil {
-		return Message{}, false, err
 	}
-	return saved, dup, nil
 }
 
 const selectMessage = `

@@ -64,21 +64,23 @@ type Item struct {
 	Receipt   Receipt // when Kind == ItemReceipt (zero otherwise)
 }
 
+const selectPending = `
+	SELECT q.seq, q.kind, q.receipt_type, q.receipt_at,
+	       m.id, m.sender, m.recipient, m.client_id, m.content_version,
+	       CASE WHEN q.kind = 1 THEN m.content END,
+	       m.created_at, m.delivered_at, m.read_at
+	FROM queue q JOIN messages m ON m.id = q.message_id
+	WHERE q.recipient = ? AND q.seq > ?
+	ORDER BY q.seq
+	LIMIT ?`
+
 // Pending returns recipient's queued items with Seq > afterSeq in Seq order,
 // at most limit. limit must be positive (ErrInvalidArgument otherwise).
 func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, limit int) ([]Item, error) {
 	if limit <= 0 {
 		return nil, fmt.Errorf("%w: limit %d", ErrInvalidArgument, limit)
 	}
-	rows, err := s.r.QueryContext(ctx, `
-		SELECT q.seq, q.kind, q.receipt_type, q.receipt_at,
-		       m.id, m.sender, m.recipient, m.client_id, m.content_version,
-		       CASE WHEN q.kind = 1 THEN m.content END,
-		       m.created_at, m.delivered_at, m.read_at
-		FROM queue q JOIN messages m ON m.id = q.message_id
-		WHERE q.recipient = ? AND q.seq > ?
-		ORDER BY q.seq
-		LIMIT ?`, recipient, afterSeq, limit)
+	rows, err := s.rs.pending.QueryContext(ctx, recipient, afterSeq, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: pending: %w", err)
 	}
@@ -146,32 +148,41 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 		return nil, nil
 	}
 	var n notifier
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		now := s.now().UnixNano()
-		del, err := tx.PrepareContext(ctx,
-			`DELETE FROM queue WHERE seq = ? AND recipient = ? RETURNING kind, message_id`)
-		if err != nil {
-			return fmt.Errorf("store: ack: %w", err)
-		}
-		defer del.Close()
-		deliver, err := tx.PrepareContext(ctx,
-			`UPDATE messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL RETURNING sender`)
-		if err != nil {
-			return fmt.Errorf("store: ack: %w", err)
-		}
-		defer deliver.Close()
-		enq, err := prepareEnqueueReceipt(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer enq.Close()
+	if err := s.exec(ctx, s.ackOp(recipient, seqs, &n)); err != nil {
+		return nil, err
+	}
+	return n.list, nil
+}
 
+// AckBatchAsync is AckBatch through the pipeline: done(notify, err) runs
+// after the COMMIT (see Pipeline). An empty seqs writes nothing; done still
+// runs in pipeline order.
+func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []int64,
+	done func(notify []string, err error)) error {
+	if len(seqs) == 0 {
+		return p.Barrier(ctx, func(err error) { done(nil, err) })
+	}
+	n := new(notifier)
+	return p.submit(ctx, p.s.ackOp(recipient, slices.Clone(seqs), n), func(err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		done(n.list, nil)
+	})
+}
+
+// ackOp is the write operation of AckBatch; it adds the senders to wake to n.
+func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *writeStmts) error {
+	return func(w *writeStmts) error {
+		*n = notifier{} // empty if a batch is ever retried
+		now := s.now().UnixNano()
 		for _, seq := range seqs {
 			var (
 				kind ItemKind
 				mid  int64
 			)
-			err := del.QueryRowContext(ctx, seq, recipient).Scan(&kind, &mid)
+			err := w.ackDelete.QueryRowContext(bg, seq, recipient).Scan(&kind, &mid)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // already acked, never existed, or not recipient's
 			}
@@ -182,34 +193,20 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 				continue
 			}
 			var sender string
-			err = deliver.QueryRowContext(ctx, now, mid).Scan(&sender)
+			err = w.ackDeliver.QueryRowContext(bg, now, mid).Scan(&sender)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // already delivered (e.g. read before the ack): receipt already sent
 			}
 			if err != nil {
 				return fmt.Errorf("store: ack: %w", err)
 			}
-			if _, err := enq.ExecContext(ctx, sender, mid, ReceiptDelivered, now); err != nil {
+			if _, err := w.enqueueReceipt.ExecContext(bg, sender, mid, ReceiptDelivered, now); err != nil {
 				return fmt.Errorf("store: enqueue receipt: %w", err)
 			}
 			n.add(sender)
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return n.list, nil
-}
-
-func prepareEnqueueReceipt(ctx context.Context, tx *sql.Tx) (*sql.Stmt, error) {
-	st, err := tx.PrepareContext(ctx, `
-		INSERT INTO queue (recipient, kind, message_id, receipt_type, receipt_at)
-		VALUES (?, 2, ?, ?, ?)`)
-	if err != nil {
-		return nil, fmt.Errorf("store: enqueue receipt: %w", err)
-	}
-	return st, nil
 }
 
 // MarkRead marks messages addressed to reader as read (only those with ReadAt
@@ -221,62 +218,73 @@ func prepareEnqueueReceipt(ctx context.Context, tx *sql.Tx) (*sql.Stmt, error) {
 // message item then enqueues nothing). Messages are processed in ascending id
 // order. Idempotent: marking a read message again does nothing.
 func (s *Store) MarkRead(ctx context.Context, reader string, ids []int64) (notify []string, err error) {
-	ids = slices.Clone(ids)
-	slices.Sort(ids)
-	ids = slices.Compact(ids)
+	ids = readIDs(ids)
 	if len(ids) == 0 {
 		return nil, nil
 	}
 	var n notifier
-	err = s.write(ctx, func(tx *sql.Tx) error {
-		now := s.now().UnixNano()
-		sel, err := tx.PrepareContext(ctx,
-			`SELECT sender, delivered_at FROM messages WHERE id = ? AND recipient = ? AND read_at IS NULL`)
-		if err != nil {
-			return fmt.Errorf("store: mark read: %w", err)
-		}
-		defer sel.Close()
-		upd, err := tx.PrepareContext(ctx,
-			`UPDATE messages SET read_at = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?`)
-		if err != nil {
-			return fmt.Errorf("store: mark read: %w", err)
-		}
-		defer upd.Close()
-		enq, err := prepareEnqueueReceipt(ctx, tx)
-		if err != nil {
-			return err
-		}
-		defer enq.Close()
+	if err := s.exec(ctx, s.readOp(reader, ids, &n)); err != nil {
+		return nil, err
+	}
+	return n.list, nil
+}
 
+// MarkReadAsync is MarkRead through the pipeline: done(notify, err) runs after
+// the COMMIT (see Pipeline). An empty ids writes nothing; done still runs in
+// pipeline order.
+func (p *Pipeline) MarkReadAsync(ctx context.Context, reader string, ids []int64,
+	done func(notify []string, err error)) error {
+	ids = readIDs(ids)
+	if len(ids) == 0 {
+		return p.Barrier(ctx, func(err error) { done(nil, err) })
+	}
+	n := new(notifier)
+	return p.submit(ctx, p.s.readOp(reader, ids, n), func(err error) {
+		if err != nil {
+			done(nil, err)
+			return
+		}
+		done(n.list, nil)
+	})
+}
+
+// readIDs returns ids sorted and without duplicates, in a new slice.
+func readIDs(ids []int64) []int64 {
+	ids = slices.Clone(ids)
+	slices.Sort(ids)
+	return slices.Compact(ids)
+}
+
+// readOp is the write operation of MarkRead; it adds the senders to wake to n.
+func (s *Store) readOp(reader string, ids []int64, n *notifier) func(w *writeStmts) error {
+	return func(w *writeStmts) error {
+		*n = notifier{}
+		now := s.now().UnixNano()
 		for _, id := range ids {
 			var (
 				sender    string
 				delivered sql.NullInt64
 			)
-			err := sel.QueryRowContext(ctx, id, reader).Scan(&sender, &delivered)
+			err := w.readSelect.QueryRowContext(bg, id, reader).Scan(&sender, &delivered)
 			if errors.Is(err, sql.ErrNoRows) {
 				continue // not reader's, unknown, or already read
 			}
 			if err != nil {
 				return fmt.Errorf("store: mark read: %w", err)
 			}
-			if _, err := upd.ExecContext(ctx, now, now, id); err != nil {
+			if _, err := w.readUpdate.ExecContext(bg, now, now, id); err != nil {
 				return fmt.Errorf("store: mark read: %w", err)
 			}
 			if !delivered.Valid {
-				if _, err := enq.ExecContext(ctx, sender, id, ReceiptDelivered, now); err != nil {
+				if _, err := w.enqueueReceipt.ExecContext(bg, sender, id, ReceiptDelivered, now); err != nil {
 					return fmt.Errorf("store: enqueue receipt: %w", err)
 				}
 			}
-			if _, err := enq.ExecContext(ctx, sender, id, ReceiptRead, now); err != nil {
+			if _, err := w.enqueueReceipt.ExecContext(bg, sender, id, ReceiptRead, now); err != nil {
 				return fmt.Errorf("store: enqueue receipt: %w", err)
 			}
 			n.add(sender)
 		}
 		return nil
-	})
-	if err != nil {
-		return nil, err
 	}
-	return n.list, nil
 }

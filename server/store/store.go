@@ -14,8 +14,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/groupcommit"
 	"modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 )
@@ -41,14 +43,37 @@ type Store struct {
 	// nil means time.Now. Set it before the Store is used concurrently.
 	Now func() time.Time
 
-	path string
-	w    *sql.DB // exactly one connection: all writes
-	r    *sql.DB // query_only pool: all reads outside write transactions
+	path    string
+	w       *sql.DB                          // exactly one connection: the writer's
+	wc      *sql.Conn                        // that connection, used only by gc's goroutine
+	ws      writeStmts                       // prepared on wc
+	gc      *groupcommit.Writer[*writeStmts] // the group-commit writer: every write goes through it
+	r       *sql.DB                          // query_only pool: all reads
+	rs      readStmts                        // prepared on r
+	closing atomic.Bool
+}
+
+// Option configures Open.
+type Option func(*options)
+
+type options struct {
+	maxBatch int
+}
+
+// WithMaxBatch caps the number of write operations committed in one
+// transaction (default groupcommit.DefaultMaxBatch, 512). n < 1 means 1: no
+// batching.
+func WithMaxBatch(n int) Option {
+	return func(o *options) { o.maxBatch = max(1, n) }
 }
 
 // Open opens the store at path, creating the file and its parent directory
 // if missing, and applies pending migrations.
-func Open(path string) (*Store, error) {
+func Open(path string, opts ...Option) (*Store, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if path == "" {
 		return nil, fmt.Errorf("%w: empty database path", ErrInvalidArgument)
 	}
@@ -59,47 +84,86 @@ func Open(path string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(abs), 0o700); err != nil {
 		return nil, fmt.Errorf("store: create directory: %w", err)
 	}
-
 	s := &Store{path: abs}
-	s.w, err = sql.Open("sqlite", dsn(abs, false))
+	if err := s.open(o); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) open(o options) error {
+	ctx := context.Background()
+	var err error
+	s.w, err = sql.Open("sqlite", dsn(s.path, false))
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}
 	s.w.SetMaxOpenConns(1)
 	s.w.SetMaxIdleConns(1)
 	s.w.SetConnMaxLifetime(0)
 	s.w.SetConnMaxIdleTime(0)
-
-	ctx := context.Background()
 	if err := s.checkWAL(ctx); err != nil {
-		s.w.Close()
-		return nil, err
+		return err
 	}
 	if err := migrate(ctx, s.w); err != nil {
-		s.w.Close()
-		return nil, err
+		return err
 	}
 
-	s.r, err = sql.Open("sqlite", dsn(abs, true))
+	s.r, err = sql.Open("sqlite", dsn(s.path, true))
 	if err != nil {
-		s.w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}
 	n := max(4, runtime.GOMAXPROCS(0))
 	s.r.SetMaxOpenConns(n)
 	s.r.SetMaxIdleConns(n)
 	if err := s.r.PingContext(ctx); err != nil {
-		s.r.Close()
-		s.w.Close()
-		return nil, fmt.Errorf("store: open %s: %w", abs, err)
+		return fmt.Errorf("store: open %s: %w", s.path, err)
 	}
-	return s, nil
+	if err := s.rs.prepare(ctx, s.r); err != nil {
+		return err
+	}
+
+	// From here the writer goroutine owns the one write connection.
+	if s.wc, err = s.w.Conn(ctx); err != nil {
+		return fmt.Errorf("store: open %s: %w", s.path, err)
+	}
+	if err := s.ws.prepare(ctx, s.wc); err != nil {
+		return err
+	}
+	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
+	return err
 }
 
-// Close closes the store. The writer is closed last so that its connection,
-// the last one on the file, checkpoints the WAL.
+// Close stops accepting writes (they fail with ErrClosed), lets the writer
+// finish every write already queued (their callers get their real results,
+// the callbacks of Pipeline writes run), and closes the database. The writer
+// connection is closed last so that it, the last connection on the file,
+// checkpoints the WAL. Close is idempotent.
 func (s *Store) Close() error {
-	return errors.Join(s.r.Close(), s.w.Close())
+	if !s.closing.CompareAndSwap(false, true) {
+		return nil
+	}
+	var err error
+	if s.gc != nil {
+		err = s.gc.Close()
+	}
+	return errors.Join(err, s.closeDBs())
+}
+
+func (s *Store) closeDBs() error {
+	var errs []error
+	errs = append(errs, s.ws.close(), s.rs.close())
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.wc != nil {
+		errs = append(errs, s.wc.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	return errors.Join(errs...)
 }
 
 // dsn builds the driver connection string. The path goes into a file: URI
@@ -175,10 +239,16 @@ func loadMigrations() ([]migration, error) {
 	return ms, nil
 }
 
+// txBeginner is what migrations need: a *sql.DB, or a *sql.Conn outside any
+// transaction.
+type txBeginner interface {
+	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
+}
+
 // migrate applies the migrations newer than the database's user_version, each
 // in its own transaction together with the user_version bump (user_version is
 // stored in the database header, so it commits or rolls back with the DDL).
-func migrate(ctx context.Context, db *sql.DB) error {
+func migrate(ctx context.Context, db txBeginner) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -188,7 +258,7 @@ func migrate(ctx context.Context, db *sql.DB) error {
 
 // runMigrations applies ms (versions 1..len(ms), in order) above the
 // database's current user_version.
-func runMigrations(ctx context.Context, db *sql.DB, ms []migration) error {
+func runMigrations(ctx context.Context, db txBeginner, ms []migration) error {
 	for _, m := range ms {
 		if err := applyMigration(ctx, db, m, len(ms)); err != nil {
 			return err
@@ -197,7 +267,7 @@ func runMigrations(ctx context.Context, db *sql.DB, ms []migration) error {
 	return nil
 }
 
-func applyMigration(ctx context.Context, db *sql.DB, m migration, latest int) error {
+func applyMigration(ctx context.Context, db txBeginner, m migration, latest int) error {
 	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: re-read under the write lock
 	if err != nil {
 		return fmt.Errorf("store: migration %s: %w", m.name, err)
@@ -231,23 +301,6 @@ func (s *Store) now() time.Time {
 		return s.Now()
 	}
 	return time.Now()
-}
-
-// write runs fn in one write transaction (BEGIN IMMEDIATE on the writer
-// connection) and commits it if fn returns nil.
-func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return fmt.Errorf("store: begin: %w", err)
-	}
-	defer tx.Rollback()
-	if err := fn(tx); err != nil {
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: commit: %w", err)
-	}
-	return nil
 }
 
 // Time encoding: INTEGER Unix nanoseconds, NULL for the zero time.

@@ -57,10 +57,17 @@ func TestOpenEmptyPath(t *testing.T) {
 	}
 }
 
-func pragmaString(t *testing.T, db *sql.DB, name string) string {
+// queryer is a *sql.DB (the reader pool) or a *sql.Conn (the writer's
+// connection, from withWriter).
+type queryer interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}
+
+func pragmaString(t *testing.T, db queryer, name string) string {
 	t.Helper()
 	var v string
-	if err := db.QueryRow("PRAGMA " + name).Scan(&v); err != nil {
+	if err := db.QueryRowContext(context.Background(), "PRAGMA "+name).Scan(&v); err != nil {
 		t.Fatalf("PRAGMA %s: %v", name, err)
 	}
 	return v
@@ -74,19 +81,23 @@ func TestPragmasOnWriterAndReaders(t *testing.T) {
 		"foreign_keys": "1",
 		"busy_timeout": "10000",
 	}
-	for name, db := range map[string]*sql.DB{"writer": s.w, "reader": s.r} {
+	check := func(name string, db queryer) {
 		for p, v := range want {
 			if got := pragmaString(t, db, p); !strings.EqualFold(got, v) {
 				t.Errorf("%s: PRAGMA %s = %s, want %s", name, p, got, v)
 			}
 		}
 	}
+	check("reader", s.r)
 	if got := pragmaString(t, s.r, "query_only"); got != "1" {
 		t.Errorf("reader query_only = %s, want 1", got)
 	}
-	if got := pragmaString(t, s.w, "query_only"); got != "0" {
-		t.Errorf("writer query_only = %s, want 0", got)
-	}
+	withWriter(t, s, func(c *sql.Conn) {
+		check("writer", c)
+		if got := pragmaString(t, c, "query_only"); got != "0" {
+			t.Errorf("writer query_only = %s, want 0", got)
+		}
+	})
 	if n := s.w.Stats().MaxOpenConnections; n != 1 {
 		t.Errorf("writer MaxOpenConnections = %d, want 1", n)
 	}
@@ -95,9 +106,9 @@ func TestPragmasOnWriterAndReaders(t *testing.T) {
 	}
 }
 
-func schemaDump(t *testing.T, db *sql.DB) string {
+func schemaDump(t *testing.T, db queryer) string {
 	t.Helper()
-	rows, err := db.Query(`SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name`)
+	rows, err := db.QueryContext(context.Background(), `SELECT type, name, coalesce(sql, '') FROM sqlite_master ORDER BY type, name`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,10 +127,10 @@ func schemaDump(t *testing.T, db *sql.DB) string {
 	return b.String()
 }
 
-func pragmaInt(t *testing.T, db *sql.DB, name string) int {
+func pragmaInt(t *testing.T, db queryer, name string) int {
 	t.Helper()
 	var v int
-	if err := db.QueryRow("PRAGMA " + name).Scan(&v); err != nil {
+	if err := db.QueryRowContext(context.Background(), "PRAGMA "+name).Scan(&v); err != nil {
 		t.Fatalf("PRAGMA %s: %v", name, err)
 	}
 	return v
@@ -144,38 +155,50 @@ func TestMigrationsReopenIsNoop(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "chatd.db")
 	s, _ := openAt(t, path)
 	ms, _ := loadMigrations()
-	if v := pragmaInt(t, s.w, "user_version"); v != len(ms) {
-		t.Fatalf("user_version after first Open = %d, want %d", v, len(ms))
-	}
+	withWriter(t, s, func(c *sql.Conn) {
+		if v := pragmaInt(t, c, "user_version"); v != len(ms) {
+			t.Fatalf("user_version after first Open = %d, want %d", v, len(ms))
+		}
+	})
 	register(t, s, phone(1), key(1))
-	schema := schemaDump(t, s.w)
-	// schema_version is bumped by SQLite on every schema change, so an
-	// unchanged value proves the second Open executed no DDL.
-	schemaVersion := pragmaInt(t, s.w, "schema_version")
+	var (
+		schema        string
+		schemaVersion int
+	)
+	withWriter(t, s, func(c *sql.Conn) {
+		schema = schemaDump(t, c)
+		// schema_version is bumped by SQLite on every schema change, so an
+		// unchanged value proves the second Open executed no DDL.
+		schemaVersion = pragmaInt(t, c, "schema_version")
+	})
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 
 	s2, _ := openAt(t, path)
-	if v := pragmaInt(t, s2.w, "user_version"); v != len(ms) {
-		t.Fatalf("user_version after reopen = %d, want %d", v, len(ms))
-	}
-	if v := pragmaInt(t, s2.w, "schema_version"); v != schemaVersion {
-		t.Fatalf("schema_version changed on reopen: %d → %d (migrations re-ran)", schemaVersion, v)
-	}
-	if got := schemaDump(t, s2.w); got != schema {
-		t.Fatalf("schema changed on reopen:\n%s\nvs\n%s", schema, got)
-	}
+	withWriter(t, s2, func(c *sql.Conn) {
+		if v := pragmaInt(t, c, "user_version"); v != len(ms) {
+			t.Fatalf("user_version after reopen = %d, want %d", v, len(ms))
+		}
+		if v := pragmaInt(t, c, "schema_version"); v != schemaVersion {
+			t.Fatalf("schema_version changed on reopen: %d → %d (migrations re-ran)", schemaVersion, v)
+		}
+		if got := schemaDump(t, c); got != schema {
+			t.Fatalf("schema changed on reopen:\n%s\nvs\n%s", schema, got)
+		}
+	})
 	if _, err := s2.Account(context.Background(), phone(1)); err != nil {
 		t.Fatalf("account lost on reopen: %v", err)
 	}
 	// Running migrate on an up-to-date database is a no-op as well.
-	if err := migrate(context.Background(), s2.w); err != nil {
-		t.Fatal(err)
-	}
-	if v := pragmaInt(t, s2.w, "schema_version"); v != schemaVersion {
-		t.Fatalf("schema_version changed by a second migrate: %d → %d", schemaVersion, v)
-	}
+	withWriter(t, s2, func(c *sql.Conn) {
+		if err := migrate(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+		if v := pragmaInt(t, c, "schema_version"); v != schemaVersion {
+			t.Fatalf("schema_version changed by a second migrate: %d → %d", schemaVersion, v)
+		}
+	})
 }
 
 // Migration SQL itself is idempotent: re-applying every migration to a
@@ -186,20 +209,22 @@ func TestMigrationsSQLIsIdempotent(t *testing.T) {
 	ctx := context.Background()
 	register(t, s, phone(1), key(1))
 	m := save(t, s, phone(1), phone(2), "c1")
-	schema := schemaDump(t, s.w)
-	if _, err := s.w.Exec(`PRAGMA user_version = 0`); err != nil {
-		t.Fatal(err)
-	}
-	if err := migrate(ctx, s.w); err != nil {
-		t.Fatalf("re-applying migrations: %v", err)
-	}
-	ms, _ := loadMigrations()
-	if v := pragmaInt(t, s.w, "user_version"); v != len(ms) {
-		t.Fatalf("user_version = %d, want %d", v, len(ms))
-	}
-	if got := schemaDump(t, s.w); got != schema {
-		t.Fatalf("schema changed:\n%s\nvs\n%s", schema, got)
-	}
+	withWriter(t, s, func(c *sql.Conn) {
+		schema := schemaDump(t, c)
+		if _, err := c.ExecContext(ctx, `PRAGMA user_version = 0`); err != nil {
+			t.Fatal(err)
+		}
+		if err := migrate(ctx, c); err != nil {
+			t.Fatalf("re-applying migrations: %v", err)
+		}
+		ms, _ := loadMigrations()
+		if v := pragmaInt(t, c, "user_version"); v != len(ms) {
+			t.Fatalf("user_version = %d, want %d", v, len(ms))
+		}
+		if got := schemaDump(t, c); got != schema {
+			t.Fatalf("schema changed:\n%s\nvs\n%s", schema, got)
+		}
+	})
 	if got := mustMessage(t, s, m.ID); got.ClientID != "c1" {
 		t.Fatalf("message changed: %+v", got)
 	}
@@ -222,39 +247,41 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 		migration{version: n + 1, name: "extra_table", sql: `CREATE TABLE extra (x INTEGER)`},
 		migration{version: n + 2, name: "extra_column", sql: `ALTER TABLE extra ADD COLUMN y TEXT; INSERT INTO extra VALUES (1, 'a')`},
 	)
-	if err := runMigrations(ctx, s.w, ms); err != nil {
-		t.Fatalf("applying %d migrations: %v", len(ms), err)
-	}
-	if v := pragmaInt(t, s.w, "user_version"); v != n+2 {
-		t.Fatalf("user_version = %d, want %d", v, n+2)
-	}
-	for i := range 2 { // re-running must not execute anything (both would fail or duplicate the row)
-		if err := runMigrations(ctx, s.w, ms); err != nil {
-			t.Fatalf("re-run #%d: %v", i, err)
+	withWriter(t, s, func(c *sql.Conn) {
+		if err := runMigrations(ctx, c, ms); err != nil {
+			t.Fatalf("applying %d migrations: %v", len(ms), err)
 		}
-	}
-	var rows int
-	if err := s.w.QueryRow(`SELECT count(*) FROM extra`).Scan(&rows); err != nil || rows != 1 {
-		t.Fatalf("extra has %d rows (%v), want 1: a migration ran twice", rows, err)
-	}
-	// A failing migration rolls back entirely, user_version included.
-	bad := append(slices.Clone(ms), migration{version: n + 3, name: "bad",
-		sql: `CREATE TABLE half (x); INSERT INTO nosuchtable VALUES (1)`})
-	if err := runMigrations(ctx, s.w, bad); err == nil {
-		t.Fatal("failing migration reported success")
-	}
-	if v := pragmaInt(t, s.w, "user_version"); v != n+2 {
-		t.Fatalf("user_version after failed migration = %d, want %d", v, n+2)
-	}
-	var half int
-	s.w.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'half'`).Scan(&half)
-	if half != 0 {
-		t.Fatal("failed migration left a table behind")
-	}
-	// This binary only knows base: the database is now too new for it.
-	if err := runMigrations(ctx, s.w, base); !errors.Is(err, ErrSchemaTooNew) {
-		t.Fatalf("older binary: err = %v, want ErrSchemaTooNew", err)
-	}
+		if v := pragmaInt(t, c, "user_version"); v != n+2 {
+			t.Fatalf("user_version = %d, want %d", v, n+2)
+		}
+		for i := range 2 { // re-running must not execute anything (both would fail or duplicate the row)
+			if err := runMigrations(ctx, c, ms); err != nil {
+				t.Fatalf("re-run #%d: %v", i, err)
+			}
+		}
+		var rows int
+		if err := c.QueryRowContext(ctx, `SELECT count(*) FROM extra`).Scan(&rows); err != nil || rows != 1 {
+			t.Fatalf("extra has %d rows (%v), want 1: a migration ran twice", rows, err)
+		}
+		// A failing migration rolls back entirely, user_version included.
+		bad := append(slices.Clone(ms), migration{version: n + 3, name: "bad",
+			sql: `CREATE TABLE half (x); INSERT INTO nosuchtable VALUES (1)`})
+		if err := runMigrations(ctx, c, bad); err == nil {
+			t.Fatal("failing migration reported success")
+		}
+		if v := pragmaInt(t, c, "user_version"); v != n+2 {
+			t.Fatalf("user_version after failed migration = %d, want %d", v, n+2)
+		}
+		var half int
+		c.QueryRowContext(ctx, `SELECT count(*) FROM sqlite_master WHERE name = 'half'`).Scan(&half)
+		if half != 0 {
+			t.Fatal("failed migration left a table behind")
+		}
+		// This binary only knows base: the database is now too new for it.
+		if err := runMigrations(ctx, c, base); !errors.Is(err, ErrSchemaTooNew) {
+			t.Fatalf("older binary: err = %v, want ErrSchemaTooNew", err)
+		}
+	})
 }
 
 func TestOpenRefusesNewerSchema(t *testing.T) {
@@ -263,9 +290,11 @@ func TestOpenRefusesNewerSchema(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.w.Exec(`PRAGMA user_version = 999`); err != nil {
-		t.Fatal(err)
-	}
+	withWriter(t, s, func(c *sql.Conn) {
+		if _, err := c.ExecContext(context.Background(), `PRAGMA user_version = 999`); err != nil {
+			t.Fatal(err)
+		}
+	})
 	s.Close()
 	s2, err := Open(path)
 	if err == nil {

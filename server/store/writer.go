@@ -1,0 +1,196 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+
+	"github.com/chatd-dev/chatd/internal/groupcommit"
+)
+
+// writeStmts are the statements prepared on the writer connection: the S of the group-commit writer.
+// Only the writer goroutine uses them (and Open, before it starts).
+type writeStmts struct {
+	conn *sql.Conn // the writer connection itself, for tests and maintenance (Do)
+
+	// messages and the queue
+	insertMessage   *sql.Stmt
+	messageByClient *sql.Stmt
+	enqueueMessage  *sql.Stmt
+	enqueueReceipt  *sql.Stmt
+	accountExists   *sql.Stmt
+	ackDelete       *sql.Stmt
+	ackDeliver      *sql.Stmt
+	readSelect      *sql.Stmt
+	readUpdate      *sql.Stmt
+
+	// accounts and codes
+	deviceOwner      *sql.Stmt
+	upsertAccount    *sql.Stmt
+	accountByPhone   *sql.Stmt
+	putCode          *sql.Stmt
+	incCodeAttempts  *sql.Stmt
+	deleteCode       *sql.Stmt
+	deleteExpiredCds *sql.Stmt
+
+	all []*sql.Stmt // for close
+}
+
+func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
+	w.conn = c
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&w.insertMessage, `INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
+			VALUES (?, ?, ?, ?, ?, ?)
+			ON CONFLICT (sender, client_id) DO NOTHING
+			RETURNING id`},
+		{&w.messageByClient, selectMessage + ` WHERE sender = ? AND client_id = ?`},
+		{&w.enqueueMessage, `INSERT INTO queue (recipient, kind, message_id) VALUES (?, 1, ?)`},
+		{&w.enqueueReceipt, `INSERT INTO queue (recipient, kind, message_id, receipt_type, receipt_at)
+			VALUES (?, 2, ?, ?, ?)`},
+		{&w.accountExists, `SELECT 1 FROM accounts WHERE phone = ?`},
+		{&w.ackDelete, `DELETE FROM queue WHERE seq = ? AND recipient = ? RETURNING kind, message_id`},
+		{&w.ackDeliver, `UPDATE messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL RETURNING sender`},
+		{&w.readSelect, `SELECT sender, delivered_at FROM messages WHERE id = ? AND recipient = ? AND read_at IS NULL`},
+		{&w.readUpdate, `UPDATE messages SET read_at = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?`},
+
+		{&w.deviceOwner, `SELECT phone FROM accounts WHERE device_pub = ?`},
+		{&w.upsertAccount, `INSERT INTO accounts (phone, business, display_name, device_pub, created_at)
+			VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (phone) DO UPDATE SET
+				business = excluded.business,
+				display_name = excluded.display_name,
+				device_pub = excluded.device_pub`},
+		{&w.accountByPhone, selectAccount + ` WHERE phone = ?`},
+		{&w.putCode, `INSERT OR REPLACE INTO codes
+				(phone, hash, method, business, display_name, expires_at, attempts, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, 0, ?)`},
+		{&w.incCodeAttempts, `UPDATE codes SET attempts = attempts + 1 WHERE phone = ? RETURNING attempts`},
+		{&w.deleteCode, `DELETE FROM codes WHERE phone = ?`},
+		{&w.deleteExpiredCds, `DELETE FROM codes WHERE expires_at <= ?`},
+	} {
+		st, err := c.PrepareContext(ctx, p.q)
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", strings.Join(strings.Fields(p.q), " "), err)
+		}
+		*p.st = st
+		w.all = append(w.all, st)
+	}
+	return nil
+}
+
+func (w *writeStmts) close() error {
+	var err error
+	for _, st := range w.all {
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	}
+	w.all = nil
+	return err
+}
+
+// readStmts are the hot reads, prepared on the query_only pool (database/sql
+// prepares each again, once, on every pool connection that runs it).
+type readStmts struct {
+	pending, accountByPhone, accountByDevice *sql.Stmt
+
+	all []*sql.Stmt
+}
+
+func (r *readStmts) prepare(ctx context.Context, db *sql.DB) error {
+	for _, p := range []struct {
+		st **sql.Stmt
+		q  string
+	}{
+		{&r.pending, selectPending},
+		{&r.accountByPhone, selectAccount + ` WHERE phone = ?`},
+		{&r.accountByDevice, selectAccount + ` WHERE device_pub = ?`},
+	} {
+		st, err := db.PrepareContext(ctx, p.q)
+		if err != nil {
+			return fmt.Errorf("store: prepare %q: %w", strings.Join(strings.Fields(p.q), " "), err)
+		}
+		*p.st = st
+		r.all = append(r.all, st)
+	}
+	return nil
+}
+
+func (r *readStmts) close() error {
+	var err error
+	for _, st := range r.all {
+		if cerr := st.Close(); err == nil {
+			err = cerr
+		}
+	}
+	r.all = nil
+	return err
+}
+
+// bg is the context of every statement the writer runs: a batch is never interrupted for one caller
+// (see Store's Contexts section), and a context without Done spares the driver its interrupt watcher.
+var bg = context.Background()
+
+// exec runs fn through the group-commit writer and waits for the commit of its transaction.
+func (s *Store) exec(ctx context.Context, fn func(w *writeStmts) error) error {
+	return closedErr(s.gc.Exec(ctx, fn))
+}
+
+// closedErr maps the writer's ErrClosed to the store's.
+func closedErr(err error) error {
+	if err == groupcommit.ErrClosed {
+		return ErrClosed
+	}
+	return err
+}
+
+// WriterStats counts the group-commit writer's work since Open.
+type WriterStats struct {
+	Commits  uint64 // transactions committed
+	Ops      uint64 // write operations in committed transactions that succeeded
+	Failed   uint64 // write operations that failed (their own error, or their transaction's)
+	MaxBatch int    // the most operations seen in one transaction
+}
+
+// WriterStats reports how much group commit is batching (for metrics and tests).
+func (s *Store) WriterStats() WriterStats {
+	st := s.gc.Stats()
+	return WriterStats{Commits: st.Commits, Ops: st.Ops, Failed: st.Failed, MaxBatch: st.MaxBatch}
+}
+
+// Pipeline queues one producer's writes (a chat session's sends, acks and read marks) without waiting
+// for them. Its operations are applied in the order they were submitted, each one's done callback
+// runs after the COMMIT that made it durable, in that same order, and they take effect as a prefix:
+// once one has failed, every later one of the pipeline fails too (with an error wrapping the writer's
+// ErrSeqBroken) without running, so a producer that retries the failed one after a reconnect cannot
+// reorder its writes.
+//
+// The done callbacks run on the store's writer goroutine while it waits: they must be quick, must not
+// block, and must not call the Store's write methods. The async methods block only while the
+// writer's queue is full (ctx bounds that wait) and return an error — ErrInvalidArgument, ErrClosed or
+// ctx.Err() — only when nothing was queued; done is then never called. Otherwise done is called
+// exactly once. A Pipeline is for one submitting goroutine at a time.
+type Pipeline struct {
+	s   *Store
+	seq *groupcommit.Seq[*writeStmts]
+}
+
+// NewPipeline returns a new, empty pipeline.
+func (s *Store) NewPipeline() *Pipeline {
+	return &Pipeline{s: s, seq: s.gc.NewSeq()}
+}
+
+func (p *Pipeline) submit(ctx context.Context, fn func(w *writeStmts) error, done func(error)) error {
+	return closedErr(p.seq.Submit(ctx, fn, done))
+}
+
+// Barrier queues nothing but a callback: done runs, in pipeline order, once every operation submitted
+// before it has been committed (err nil), or with ErrSeqBroken if one of them failed. A producer uses
+// it to answer, in order, a request that needs no write.
+func (p *Pipeline) Barrier(ctx context.Context, done func(err error)) error {
+	return p.submit(ctx, nil, done)
+}

@@ -53,6 +53,16 @@ type Handler interface {
 	HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error
 }
 
+// AsyncHandler is a Handler that stores deliveries without making the reader wait: the library
+// hands each delivery over in the server's order and goes on reading; done(nil) says it is stored
+// (the library then acknowledges it), done(err) ends the connection so that the server sends it
+// again. done is called once, from any goroutine, before or after the Handle call returns; it does
+// not block. A Handler that also implements AsyncHandler is used through this interface.
+type AsyncHandler interface {
+	HandleMessageAsync(ctx context.Context, m *chatdpb.Message, done func(error))
+	HandleReceiptAsync(ctx context.Context, r *chatdpb.Receipt, done func(error))
+}
+
 // Config configures a Client. ServerKey, DeviceKey and at least one endpoint (Endpoints or Addrs) are
 // required.
 type Config struct {
@@ -193,7 +203,7 @@ type Client struct {
 	status    Status              // guarded by mu
 	connected chan struct{}       // closed while connected; replaced on disconnect; guarded by mu
 
-	dedup *recent // server ids already handed to the Handler; owned by the reader
+	dedup *recent // server ids the Handler stored; safe for concurrent use
 }
 
 // New returns a client for cfg. It does not connect; call Run.
@@ -572,8 +582,10 @@ func NewClientID() string {
 }
 
 // recent is a bounded set of the most recent server ids. It grows as ids arrive, so an idle client
-// (chatbench opens thousands) holds almost nothing.
+// (chatbench opens thousands) holds almost nothing. It is safe for concurrent use (an AsyncHandler
+// reports stored messages from its own goroutine).
 type recent struct {
+	mu   sync.Mutex
 	set  map[uint64]struct{}
 	ring []uint64 // grows to max, then wraps
 	max  int
@@ -585,11 +597,15 @@ func newRecent(n int) *recent {
 }
 
 func (r *recent) seen(id uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	_, ok := r.set[id]
 	return ok
 }
 
 func (r *recent) add(id uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.set[id] = struct{}{}
 	if len(r.ring) < r.max {
 		r.ring = append(r.ring, id)

@@ -249,6 +249,9 @@ func (cn *conn) readLoop(ctx context.Context) error {
 // deliver passes a delivery to the Handler and acknowledges it once the Handler has it.
 func (cn *conn) deliver(ctx context.Context, d *chatdpb.Deliver) error {
 	h := cn.c.cfg.Handler
+	if ah, ok := h.(AsyncHandler); ok {
+		return cn.deliverAsync(ctx, ah, d)
+	}
 	switch item := d.Item.(type) {
 	case *chatdpb.Deliver_Message:
 		id := item.Message.GetServerId()
@@ -268,6 +271,39 @@ func (cn *conn) deliver(ctx context.Context, d *chatdpb.Deliver) error {
 		}
 	}
 	cn.ack(d.GetSeq())
+	return nil
+}
+
+// deliverAsync hands a delivery to an AsyncHandler and acknowledges it when the handler reports it
+// stored. A failure ends the connection, so that the server sends what was not acknowledged again.
+func (cn *conn) deliverAsync(ctx context.Context, h AsyncHandler, d *chatdpb.Deliver) error {
+	seq := d.GetSeq()
+	switch item := d.Item.(type) {
+	case *chatdpb.Deliver_Message:
+		id := item.Message.GetServerId()
+		if cn.c.dedup.seen(id) {
+			cn.ack(seq)
+			return nil
+		}
+		h.HandleMessageAsync(ctx, item.Message, func(err error) {
+			if err != nil {
+				cn.close(fmt.Errorf("client: handler refused message %d: %w", id, err))
+				return
+			}
+			cn.c.dedup.add(id)
+			cn.ack(seq)
+		})
+	case *chatdpb.Deliver_Receipt:
+		h.HandleReceiptAsync(ctx, item.Receipt, func(err error) {
+			if err != nil {
+				cn.close(fmt.Errorf("client: handler refused receipt: %w", err))
+				return
+			}
+			cn.ack(seq)
+		})
+	default:
+		cn.ack(seq)
+	}
 	return nil
 }
 

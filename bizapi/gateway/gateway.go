@@ -557,9 +557,22 @@ func (p pendingCallback) done(ctx context.Context, g *Gateway) {
 // handler receives deliveries from the chat client.
 type handler struct{ g *Gateway }
 
-// HandleMessage stores an inbound message (and its callback) before the library acknowledges it.
+// HandleMessage and HandleReceipt complete the client.Handler interface; the library uses the
+// asynchronous versions below, which these wait for.
 func (h handler) HandleMessage(ctx context.Context, m *chatdpb.Message) error {
-	g := h.g
+	errc := make(chan error, 1)
+	h.HandleMessageAsync(ctx, m, func(err error) { errc <- err })
+	return <-errc
+}
+
+func (h handler) HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error {
+	errc := make(chan error, 1)
+	h.HandleReceiptAsync(ctx, r, func(err error) { errc <- err })
+	return <-errc
+}
+
+// inboundOf is the stored form of a received message.
+func inboundOf(g *Gateway, m *chatdpb.Message) store.Inbound {
 	in := store.Inbound{
 		ID:         InboundID(m.GetServerId()),
 		ServerID:   m.GetServerId(),
@@ -573,53 +586,56 @@ func (h handler) HandleMessage(ctx context.Context, m *chatdpb.Message) error {
 		in.Type = b.Type
 		in.Body = b.Text
 	}
-	cb := g.inboundCallback(webhook.ForInbound(in))
-	dup, err := g.cfg.Store.SaveInbound(ctx, in, cb.stored)
-	if err != nil {
-		return err
-	}
-	if !dup {
-		cb.done(ctx, g)
-	}
-	return nil
+	return in
 }
 
-// HandleReceipt turns a delivered or read receipt into a status (and its callback).
-func (h handler) HandleReceipt(ctx context.Context, r *chatdpb.Receipt) error {
+// HandleMessageAsync stores an inbound message (and its callback) without making the chat
+// connection's reader wait for the commit; the library acknowledges it to chatd in done.
+func (h handler) HandleMessageAsync(ctx context.Context, m *chatdpb.Message, done func(error)) {
+	g := h.g
+	in := inboundOf(g, m)
+	cb := g.inboundCallback(webhook.ForInbound(in))
+	err := g.cfg.Store.SaveInboundAsync(ctx, in, cb.stored, func(dup bool, err error) {
+		if err == nil && !dup {
+			cb.done(context.Background(), g)
+		}
+		done(err)
+	})
+	if err != nil {
+		done(err)
+	}
+}
+
+// HandleReceiptAsync records a receipt (sent first if the receipt overtook the ack, then delivered or
+// read) in one transaction, without making the reader wait for the commit.
+func (h handler) HandleReceiptAsync(ctx context.Context, r *chatdpb.Receipt, done func(error)) {
 	g := h.g
 	status := store.StatusDelivered
 	if r.GetType() == chatdpb.Receipt_READ {
 		status = store.StatusRead
 	}
 	at := time.UnixMilli(r.GetTimestampMs())
-	// The receipt can overtake the recording of the send's ack (that runs in the sender's goroutine):
-	// record "sent" first, so that its callback comes once and before "delivered". MarkSent changes
-	// nothing (and queues nothing) when the send was recorded already.
 	sent := g.callback(store.StatusSent, webhook.ForStatus(r.GetClientId(), r.GetBy(), store.StatusSent, at.Unix(), nil))
-	sentChanged, err := g.cfg.Store.MarkSent(ctx, r.GetClientId(), r.GetServerId(), at, sent.stored)
-	if errors.Is(err, store.ErrNotFound) {
-		g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	if sentChanged {
-		sent.done(ctx, g)
-	}
 	cb := g.callback(status, webhook.ForStatus(r.GetClientId(), r.GetBy(), status, at.Unix(), nil))
-	changed, err := g.cfg.Store.MarkStatus(ctx, r.GetClientId(), status, at, cb.stored)
-	if errors.Is(err, store.ErrNotFound) {
-		g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
-		return nil
-	}
+	err := g.cfg.Store.MarkReceiptAsync(ctx, r.GetClientId(), r.GetServerId(), status, at, sent.stored, cb.stored,
+		func(sentChanged, changed bool, err error) {
+			if errors.Is(err, store.ErrNotFound) {
+				g.log.Debug("gateway: receipt for an unknown message", "client_id", r.GetClientId())
+				err = nil
+			}
+			if err == nil {
+				if sentChanged {
+					sent.done(context.Background(), g)
+				}
+				if changed {
+					cb.done(context.Background(), g)
+				}
+			}
+			done(err)
+		})
 	if err != nil {
-		return err
+		done(err)
 	}
-	if changed {
-		cb.done(ctx, g)
-	}
-	return nil
 }
 
 // InboundID is the opaque id of a received message in webhooks and PUT /v1/messages/{id}:

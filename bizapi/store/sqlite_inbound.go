@@ -23,7 +23,34 @@ func (s *SQLite) SaveInbound(ctx context.Context, m Inbound, cb *Callback) (dup 
 	if !m.ReceivedAt.IsZero() {
 		received = m.ReceivedAt.UnixNano()
 	}
-	err = s.exec(ctx, func(w *writeStmts) error {
+	err = s.exec(ctx, saveInboundOp(m, cb, now, received, &dup))
+	if err != nil {
+		return false, err
+	}
+	return dup, nil
+}
+
+// SaveInboundAsync is SaveInbound without waiting: done runs after the commit, on the store's writer
+// goroutine (it must not block), in submission order. It returns an error (and done is never called)
+// only if the operation could not be queued.
+func (s *SQLite) SaveInboundAsync(ctx context.Context, m Inbound, cb *Callback, done func(dup bool, err error)) error {
+	if m.ID == "" || m.ServerID == 0 {
+		return fmt.Errorf("%w: inbound message needs ID and ServerID", ErrInvalidArgument)
+	}
+	if err := checkCallback(cb); err != nil {
+		return err
+	}
+	now := s.now().UnixNano()
+	received := now
+	if !m.ReceivedAt.IsZero() {
+		received = m.ReceivedAt.UnixNano()
+	}
+	var dup bool
+	return s.submit(ctx, saveInboundOp(m, cb, now, received, &dup), func(err error) { done(dup && err == nil, err) })
+}
+
+func saveInboundOp(m Inbound, cb *Callback, now, received int64, dup *bool) func(w *writeStmts) error {
+	return func(w *writeStmts) error {
 		n, err := w.exec(w.saveInbound, m.ID, int64(m.ServerID), m.From, m.Type, m.Body,
 			nullBytes(m.Content), timeArg(m.Timestamp), received, boolInt(m.ReadRequested), boolInt(m.ReadSent))
 		if err != nil {
@@ -33,15 +60,11 @@ func (s *SQLite) SaveInbound(ctx context.Context, m Inbound, cb *Callback) (dup 
 			return fmt.Errorf("store: save inbound: %w", err)
 		}
 		if n == 0 {
-			dup = true
+			*dup = true
 			return nil
 		}
 		return w.insertCallback(cb, now)
-	})
-	if err != nil {
-		return false, err
 	}
-	return dup, nil
 }
 
 // Inbound returns a received message by ID (ErrNotFound).

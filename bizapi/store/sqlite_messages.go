@@ -201,18 +201,47 @@ func (s *SQLite) MarkReceipt(ctx context.Context, id string, serverID uint64, st
 		return false, false, err
 	}
 	now := s.now().UnixNano()
-	err = s.exec(ctx, func(w *writeStmts) error {
-		var err error
-		if sentChanged, err = w.markSentOp(id, serverID, at, sentCb, now); err != nil {
-			return err
-		}
-		changed, err = w.markStatusOp(id, status, at, cb, now)
-		return err
-	})
+	err = s.exec(ctx, markReceiptOp(id, serverID, status, at, sentCb, cb, now, &sentChanged, &changed))
 	if err != nil {
 		return false, false, err
 	}
 	return sentChanged, changed, nil
+}
+
+// MarkReceiptAsync is MarkReceipt without waiting: done runs after the commit, on the store's writer
+// goroutine (it must not block), in submission order. It returns an error (and done is never called)
+// only if the operation could not be queued.
+func (s *SQLite) MarkReceiptAsync(ctx context.Context, id string, serverID uint64, status string, at time.Time,
+	sentCb, cb *Callback, done func(sentChanged, changed bool, err error)) error {
+	if err := checkStatus(status); err != nil {
+		return err
+	}
+	if err := checkCallback(sentCb); err != nil {
+		return err
+	}
+	if err := checkCallback(cb); err != nil {
+		return err
+	}
+	var sentChanged, changed bool
+	op := markReceiptOp(id, serverID, status, at, sentCb, cb, s.now().UnixNano(), &sentChanged, &changed)
+	return s.submit(ctx, op, func(err error) {
+		if err != nil {
+			sentChanged, changed = false, false
+		}
+		done(sentChanged, changed, err)
+	})
+}
+
+func markReceiptOp(id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback, now int64,
+	sentChanged, changed *bool) func(w *writeStmts) error {
+	return func(w *writeStmts) error {
+		var err error
+		if *sentChanged, err = w.markSentOp(id, serverID, at, sentCb, now); err != nil {
+			return err
+		}
+		*changed, err = w.markStatusOp(id, status, at, cb, now)
+		return err
+	}
 }
 
 // MarkFailed ends id with StatusFailed, FailedAt and the error, and queues cb. Only a message not

@@ -66,12 +66,18 @@ type Store interface {
 	// MarkReceipt is MarkSent(id, serverID, at, sentCb) then MarkStatus(id, status, at, cb) in one
 	// transaction, with one commit: what a receipt does. Either both steps apply or neither.
 	MarkReceipt(ctx context.Context, id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback) (sentChanged, changed bool, err error)
+	// MarkReceiptAsync and SaveInboundAsync do the same without waiting: done runs after the commit,
+	// in submission order, on the store's writer (it must not block). They return an error, and done
+	// is never called, only when the operation could not be queued.
+	MarkReceiptAsync(ctx context.Context, id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback,
+		done func(sentChanged, changed bool, err error)) error
 	// MarkFailed ends a message with StatusFailed and the error, and queues cb.
 	MarkFailed(ctx context.Context, id string, e ErrorInfo, at time.Time, cb *Callback) error
 
 	// SaveInbound stores a received message and queues cb, once: if ServerID is stored already it
 	// does nothing and reports dup (the chat server redelivered a message bizapi had stored).
 	SaveInbound(ctx context.Context, m Inbound, cb *Callback) (dup bool, err error)
+	SaveInboundAsync(ctx context.Context, m Inbound, cb *Callback, done func(dup bool, err error)) error
 	// Inbound returns a received message by ID (ErrNotFound).
 	Inbound(ctx context.Context, id string) (Inbound, error)
 	// RequestRead marks a received message to be reported read; it returns the message. Asking twice

@@ -19,6 +19,20 @@ func (s *SQLite) exec(ctx context.Context, fn func(w *writeStmts) error) error {
 	return err
 }
 
+// submit queues fn without waiting; done runs after the commit on the writer goroutine.
+func (s *SQLite) submit(ctx context.Context, fn func(w *writeStmts) error, done func(error)) error {
+	err := s.gc.Submit(ctx, fn, func(err error) {
+		if err == groupcommit.ErrClosed {
+			err = ErrClosed
+		}
+		done(err)
+	})
+	if err == groupcommit.ErrClosed {
+		return ErrClosed
+	}
+	return err
+}
+
 // writeStmts are the statements prepared on the writer connection, the S of the group-commit
 // writer. Only the writer goroutine uses them (and Open, before it starts).
 type writeStmts struct {

@@ -1,6 +1,10 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
+)
 
 var (
 	// ErrNotFound is returned by lookups of a missing user, token, account or message.
@@ -15,5 +19,5 @@ var (
 	// ErrClosed is returned by every method called after Close.
 	ErrClosed = errors.New("store: closed")
 	// ErrSchemaTooNew: the database was migrated by a newer bizapi; Open refuses to touch it.
-	ErrSchemaTooNew = errors.New("store: database schema is newer than this binary")
+	ErrSchemaTooNew = sqlitedb.ErrSchemaTooNew
 )

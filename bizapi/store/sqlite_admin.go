@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // Settings returns the stored settings document, nil when never saved (or saved as nil).
@@ -58,7 +60,7 @@ func (s *SQLite) User(ctx context.Context, name string) (User, error) {
 		return User{}, s.readErr("user", err)
 	}
 	u.MustChange = must != 0
-	u.UpdatedAt = timeFrom(updated)
+	u.UpdatedAt = sqlitedb.TimeFrom(updated)
 	return u, nil
 }
 
@@ -84,7 +86,7 @@ func (s *SQLite) PutToken(ctx context.Context, t Token) error {
 	}
 	created := s.orNow(t.CreatedAt).UnixNano()
 	return s.exec(ctx, func(w *writeStmts) error {
-		if _, err := w.exec(w.putToken, t.Hash, t.User, created, timeArg(t.ExpiresAt)); err != nil {
+		if _, err := w.exec(w.putToken, t.Hash, t.User, created, sqlitedb.TimeArg(t.ExpiresAt)); err != nil {
 			return fmt.Errorf("store: put token: %w", err)
 		}
 		return nil
@@ -104,8 +106,8 @@ func (s *SQLite) Token(ctx context.Context, hash []byte) (Token, error) {
 	if err != nil {
 		return Token{}, s.readErr("token", err)
 	}
-	t.CreatedAt = timeFrom(created)
-	t.ExpiresAt = timeFrom(expires)
+	t.CreatedAt = sqlitedb.TimeFrom(created)
+	t.ExpiresAt = sqlitedb.TimeFrom(expires)
 	return t, nil
 }
 
@@ -173,8 +175,8 @@ func (s *SQLite) Account(ctx context.Context) (Account, error) {
 	if config != nil {
 		a.Config = json.RawMessage(config)
 	}
-	a.ConfigAt = timeFrom(configAt)
-	a.VerifiedAt = timeFrom(verifiedAt)
+	a.ConfigAt = sqlitedb.TimeFrom(configAt)
+	a.VerifiedAt = sqlitedb.TimeFrom(verifiedAt)
 	return a, nil
 }
 
@@ -184,7 +186,7 @@ func (s *SQLite) PutAccount(ctx context.Context, a Account) error {
 	return s.exec(ctx, func(w *writeStmts) error {
 		_, err := w.exec(w.putAccount, a.Phone, a.Method, a.Cert, a.VName, boolInt(a.Registered),
 			boolInt(a.Business), a.DisplayName, a.DevicePriv[:], a.ServerKey[:], nullBytes(a.Config),
-			timeArg(a.ConfigAt), timeArg(a.VerifiedAt), now)
+			sqlitedb.TimeArg(a.ConfigAt), sqlitedb.TimeArg(a.VerifiedAt), now)
 		if err != nil {
 			return fmt.Errorf("store: put account: %w", err)
 		}

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // EnqueueCallback queues cb on its own. Payload must not be empty (ErrInvalidArgument); a zero
@@ -44,8 +46,8 @@ func (s *SQLite) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]
 			return nil, s.readErr("due callbacks", err)
 		}
 		cb.Attempts = int(attempts)
-		cb.NextAt = timeFrom(next)
-		cb.CreatedAt = timeFrom(created)
+		cb.NextAt = sqlitedb.TimeFrom(next)
+		cb.CreatedAt = sqlitedb.TimeFrom(created)
 		out = append(out, cb)
 	}
 	if err := rows.Err(); err != nil {
@@ -63,7 +65,7 @@ func (s *SQLite) NextCallbackAt(ctx context.Context) (time.Time, error) {
 	if err := s.rs.nextCallbackAt.QueryRowContext(ctx).Scan(&next); err != nil {
 		return time.Time{}, s.readErr("next callback", err)
 	}
-	return timeFrom(next), nil
+	return sqlitedb.TimeFrom(next), nil
 }
 
 // DeleteCallback removes a callback; no error if there is none.

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // SaveInbound stores a received message and queues cb, once: if m.ServerID is stored already it
@@ -52,9 +54,9 @@ func (s *SQLite) SaveInboundAsync(ctx context.Context, m Inbound, cb *Callback, 
 func saveInboundOp(m Inbound, cb *Callback, now, received int64, dup *bool) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		n, err := w.exec(w.saveInbound, m.ID, int64(m.ServerID), m.From, m.Type, m.Body,
-			nullBytes(m.Content), timeArg(m.Timestamp), received, boolInt(m.ReadRequested), boolInt(m.ReadSent))
+			nullBytes(m.Content), sqlitedb.TimeArg(m.Timestamp), received, boolInt(m.ReadRequested), boolInt(m.ReadSent))
 		if err != nil {
-			if isUniqueViolation(err) { // the id PRIMARY KEY; server_id conflicts are DO NOTHING
+			if sqlitedb.IsUniqueViolation(err) { // the id PRIMARY KEY; server_id conflicts are DO NOTHING
 				return fmt.Errorf("%w: inbound id %q", ErrDuplicate, m.ID)
 			}
 			return fmt.Errorf("store: save inbound: %w", err)
@@ -157,8 +159,8 @@ func scanInbound(r rowScanner) (Inbound, error) {
 		return Inbound{}, err
 	}
 	m.ServerID = uint64(serverID)
-	m.Timestamp = timeFrom(serverTime)
-	m.ReceivedAt = timeFrom(received)
+	m.Timestamp = sqlitedb.TimeFrom(serverTime)
+	m.ReceivedAt = sqlitedb.TimeFrom(received)
 	m.ReadRequested = requested != 0
 	m.ReadSent = readSent != 0
 	return m, nil

@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"fmt"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // AddMessage stores m as StatusAccepted with the next Seq. ID and To must not be empty
@@ -82,11 +84,11 @@ func scanMessage(r rowScanner) (Message, error) {
 	}
 	m.PreviewURL = preview != 0
 	m.ServerID = uint64(serverID.Int64)
-	m.CreatedAt = timeFrom(created)
-	m.SentAt = timeFrom(sent)
-	m.DeliveredAt = timeFrom(delivered)
-	m.ReadAt = timeFrom(readAt)
-	m.FailedAt = timeFrom(failed)
+	m.CreatedAt = sqlitedb.TimeFrom(created)
+	m.SentAt = sqlitedb.TimeFrom(sent)
+	m.DeliveredAt = sqlitedb.TimeFrom(delivered)
+	m.ReadAt = sqlitedb.TimeFrom(readAt)
+	m.FailedAt = sqlitedb.TimeFrom(failed)
 	if errCode.Valid || errTitle.Valid || errDetails.Valid {
 		m.Error = &ErrorInfo{Code: int(errCode.Int64), Title: errTitle.String, Details: errDetails.String}
 	}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 func TestOpenCreatesFile0600AndParentDirs(t *testing.T) {
@@ -101,7 +103,7 @@ func TestMigrationFilesAreNumberedContiguously(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) == 0 || ms[0].name != "0001_init.sql" {
+	if len(ms) == 0 || ms[0].Name != "0001_init.sql" {
 		t.Fatalf("migrations = %v", ms)
 	}
 }
@@ -184,7 +186,7 @@ func TestMigrationsReopenIsNoop(t *testing.T) {
 // connection belongs to its writer goroutine).
 func rawDB(t *testing.T, path string) *sql.DB {
 	t.Helper()
-	db, err := sql.Open("sqlite", dsn(path, false))
+	db, err := sql.Open("sqlite", sqlitedb.DSN(path, false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +201,8 @@ func TestMigrationsSQLIsIdempotent(t *testing.T) {
 	before := schema(t, s.r)
 	db := rawDB(t, s.path)
 	for _, m := range ms {
-		if _, err := db.Exec(m.sql); err != nil {
-			t.Fatalf("re-running %s: %v", m.name, err)
+		if _, err := db.Exec(m.SQL); err != nil {
+			t.Fatalf("re-running %s: %v", m.Name, err)
 		}
 	}
 	if after := schema(t, s.r); !slices.Equal(before, after) {
@@ -212,11 +214,11 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 	s, _ := openTest(t)
 	base, _ := loadMigrations()
 	extra := append(slices.Clone(base),
-		migration{version: len(base) + 1, name: "x_a.sql", sql: `CREATE TABLE t_a (x INTEGER); INSERT INTO t_a VALUES (1);`},
-		migration{version: len(base) + 2, name: "x_b.sql", sql: `INSERT INTO t_a SELECT x + 1 FROM t_a;`},
+		migration{Version: len(base) + 1, Name: "x_a.sql", SQL: `CREATE TABLE t_a (x INTEGER); INSERT INTO t_a VALUES (1);`},
+		migration{Version: len(base) + 2, Name: "x_b.sql", SQL: `INSERT INTO t_a SELECT x + 1 FROM t_a;`},
 	)
 	for range 2 { // the second run applies nothing
-		if err := runMigrations(bg0, rawDB(t, s.path), extra); err != nil {
+		if err := sqlitedb.Migrate(bg0, rawDB(t, s.path), extra); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -226,9 +228,9 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 		t.Fatalf("sum = %d (want 3: each once, in order), user_version = %d", sum, userVersion(t, s.r))
 	}
 	// A failing migration leaves the version and the schema as they were.
-	bad := append(slices.Clone(extra), migration{version: len(extra) + 1, name: "x_bad.sql",
-		sql: `CREATE TABLE t_c (x INTEGER); INSERT INTO nope VALUES (1);`})
-	if err := runMigrations(bg0, rawDB(t, s.path), bad); err == nil {
+	bad := append(slices.Clone(extra), migration{Version: len(extra) + 1, Name: "x_bad.sql",
+		SQL: `CREATE TABLE t_c (x INTEGER); INSERT INTO nope VALUES (1);`})
+	if err := sqlitedb.Migrate(bg0, rawDB(t, s.path), bad); err == nil {
 		t.Fatal("bad migration succeeded")
 	}
 	var n int

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // DevicePubSize is the length of a device public key (X25519).
@@ -52,7 +54,7 @@ func (s *Store) RegisterDevice(ctx context.Context, a Account) (Account, error) 
 		}
 		_, err = w.upsertAccount.ExecContext(bg, a.Phone, boolInt(a.Business), a.DisplayName, a.DevicePub, s.now().UnixNano())
 		if err != nil {
-			if isUniqueViolation(err) { // belt and braces: the SELECT above runs under the write lock
+			if sqlitedb.IsUniqueViolation(err) { // belt and braces: the SELECT above runs under the write lock
 				return ErrDeviceInUse
 			}
 			return fmt.Errorf("store: register device: %w", err)

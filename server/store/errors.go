@@ -1,6 +1,10 @@
 package store
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
+)
 
 // Sentinel errors. Compare with errors.Is: the Store may wrap them with
 // context.
@@ -29,5 +33,5 @@ var (
 
 	// ErrSchemaTooNew: the database file was migrated by a newer chatd than
 	// this one; Open refuses to touch it.
-	ErrSchemaTooNew = errors.New("store: database schema is newer than this binary")
+	ErrSchemaTooNew = sqlitedb.ErrSchemaTooNew
 )

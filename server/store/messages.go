@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // Message is a message stored by the server. Content is opaque.
@@ -159,8 +161,8 @@ func scanMessage(r rowScanner) (Message, error) {
 	}
 	m.ContentVersion = uint32(version)
 	m.CreatedAt = time.Unix(0, created).UTC()
-	m.DeliveredAt = timeFrom(delivered)
-	m.ReadAt = timeFrom(readStamp)
+	m.DeliveredAt = sqlitedb.TimeFrom(delivered)
+	m.ReadAt = sqlitedb.TimeFrom(readStamp)
 	return m, nil
 }
 

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"slices"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 // ReceiptType says what happened to a message.
@@ -104,8 +106,8 @@ func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, l
 		case ItemMessage:
 			m.ContentVersion = uint32(version)
 			m.CreatedAt = time.Unix(0, created).UTC()
-			m.DeliveredAt = timeFrom(delivered)
-			m.ReadAt = timeFrom(readStamped)
+			m.DeliveredAt = sqlitedb.TimeFrom(delivered)
+			m.ReadAt = sqlitedb.TimeFrom(readStamped)
 			it.Message = m
 		case ItemReceipt:
 			it.Receipt = Receipt{
@@ -113,7 +115,7 @@ func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, l
 				ClientID:  m.ClientID,
 				Type:      ReceiptType(rtype.Int64),
 				By:        m.To,
-				At:        timeFrom(rat),
+				At:        sqlitedb.TimeFrom(rat),
 			}
 		}
 		items = append(items, it)

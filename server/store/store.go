@@ -6,26 +6,14 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io/fs"
-	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
-	"sort"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/groupcommit"
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
-
-// busyTimeoutMS is how long a connection waits for a lock held by another
-// connection (in practice: another process on the same file, or a reader
-// during WAL recovery) before failing with SQLITE_BUSY.
-const busyTimeoutMS = 10000
 
 // lookupChunk bounds the number of bound parameters in one IN (...) list.
 // Far below SQLITE_MAX_VARIABLE_NUMBER in any SQLite build, including the
@@ -95,30 +83,14 @@ func Open(path string, opts ...Option) (*Store, error) {
 func (s *Store) open(o options) error {
 	ctx := context.Background()
 	var err error
-	s.w, err = sql.Open("sqlite", dsn(s.path, false))
-	if err != nil {
-		return fmt.Errorf("store: open %s: %w", s.path, err)
-	}
-	s.w.SetMaxOpenConns(1)
-	s.w.SetMaxIdleConns(1)
-	s.w.SetConnMaxLifetime(0)
-	s.w.SetConnMaxIdleTime(0)
-	if err := s.checkWAL(ctx); err != nil {
+	if s.w, err = sqlitedb.OpenWriter(ctx, s.path); err != nil {
 		return err
 	}
 	if err := migrate(ctx, s.w); err != nil {
 		return err
 	}
-
-	s.r, err = sql.Open("sqlite", dsn(s.path, true))
-	if err != nil {
-		return fmt.Errorf("store: open %s: %w", s.path, err)
-	}
-	n := max(4, runtime.GOMAXPROCS(0))
-	s.r.SetMaxOpenConns(n)
-	s.r.SetMaxIdleConns(n)
-	if err := s.r.PingContext(ctx); err != nil {
-		return fmt.Errorf("store: open %s: %w", s.path, err)
+	if s.r, err = sqlitedb.OpenReaders(ctx, s.path); err != nil {
+		return err
 	}
 	if err := s.rs.prepare(ctx, s.r); err != nil {
 		return err
@@ -166,133 +138,19 @@ func (s *Store) closeDBs() error {
 	return errors.Join(errs...)
 }
 
-// dsn builds the driver connection string. The path goes into a file: URI
-// with percent-escaping, so names containing '?', '#' or '%' are safe.
-func dsn(abs string, readOnly bool) string {
-	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}
-	if !strings.HasPrefix(u.Path, "/") { // Windows drive letters
-		u.Path = "/" + u.Path
-	}
-	q := []string{
-		"_pragma=busy_timeout(" + strconv.Itoa(busyTimeoutMS) + ")",
-		"_pragma=journal_mode(WAL)",
-		"_pragma=synchronous(FULL)",
-		"_pragma=foreign_keys(ON)",
-		"_txlock=immediate",
-	}
-	if readOnly {
-		q = append(q, "_pragma=query_only(1)")
-	}
-	return u.String() + "?" + strings.Join(q, "&")
-}
+type migration = sqlitedb.Migration
 
-// checkWAL makes sure the pragma took: on file systems without shared memory
-// support SQLite silently keeps the rollback journal, and the reader/writer
-// split above assumes WAL.
-func (s *Store) checkWAL(ctx context.Context) error {
-	var mode string
-	if err := s.w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("store: open %s: %w", s.path, err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("store: open %s: journal_mode is %q, want wal (file system without WAL support?)", s.path, mode)
-	}
-	return nil
-}
-
-type migration struct {
-	version int
-	name    string
-	sql     string
-}
-
-// loadMigrations reads migrations/NNNN_name.sql, sorted by NNNN, which must
-// run 1, 2, 3, ... without gaps or duplicates.
 func loadMigrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationsFS, "migrations")
-	if err != nil {
-		return nil, err
-	}
-	var ms []migration
-	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || !strings.HasSuffix(name, ".sql") {
-			continue
-		}
-		num, _, ok := strings.Cut(name, "_")
-		v, err := strconv.Atoi(num)
-		if !ok || err != nil || v <= 0 {
-			return nil, fmt.Errorf("store: bad migration file name %q (want NNNN_name.sql)", name)
-		}
-		b, err := migrationsFS.ReadFile("migrations/" + name)
-		if err != nil {
-			return nil, err
-		}
-		ms = append(ms, migration{version: v, name: name, sql: string(b)})
-	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].version < ms[j].version })
-	for i, m := range ms {
-		if m.version != i+1 {
-			return nil, fmt.Errorf("store: migrations must be numbered 1, 2, ... without gaps; %q is #%d", m.name, i+1)
-		}
-	}
-	return ms, nil
+	return sqlitedb.LoadMigrations(migrationsFS, "migrations")
 }
 
-// txBeginner is what migrations need: a *sql.DB, or a *sql.Conn outside any
-// transaction.
-type txBeginner interface {
-	BeginTx(ctx context.Context, opts *sql.TxOptions) (*sql.Tx, error)
-}
-
-// migrate applies the migrations newer than the database's user_version, each
-// in its own transaction together with the user_version bump (user_version is
-// stored in the database header, so it commits or rolls back with the DDL).
-func migrate(ctx context.Context, db txBeginner) error {
+// migrate brings the database to this binary's schema (sqlitedb.Migrate).
+func migrate(ctx context.Context, db sqlitedb.DB) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
 	}
-	return runMigrations(ctx, db, ms)
-}
-
-// runMigrations applies ms (versions 1..len(ms), in order) above the
-// database's current user_version.
-func runMigrations(ctx context.Context, db txBeginner, ms []migration) error {
-	for _, m := range ms {
-		if err := applyMigration(ctx, db, m, len(ms)); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func applyMigration(ctx context.Context, db txBeginner, m migration, latest int) error {
-	tx, err := db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: re-read under the write lock
-	if err != nil {
-		return fmt.Errorf("store: migration %s: %w", m.name, err)
-	}
-	defer tx.Rollback()
-	var cur int
-	if err := tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&cur); err != nil {
-		return fmt.Errorf("store: migration %s: %w", m.name, err)
-	}
-	if cur > latest {
-		return fmt.Errorf("%w: database is at version %d, this binary knows %d", ErrSchemaTooNew, cur, latest)
-	}
-	if cur >= m.version {
-		return nil // already applied (possibly by another process meanwhile)
-	}
-	if _, err := tx.ExecContext(ctx, m.sql); err != nil {
-		return fmt.Errorf("store: migration %s: %w", m.name, err)
-	}
-	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", m.version)); err != nil {
-		return fmt.Errorf("store: migration %s: %w", m.name, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("store: migration %s: %w", m.name, err)
-	}
-	return nil
+	return sqlitedb.Migrate(ctx, db, ms)
 }
 
 // now is the only place the store reads the clock.
@@ -303,38 +161,11 @@ func (s *Store) now() time.Time {
 	return time.Now()
 }
 
-// Time encoding: INTEGER Unix nanoseconds, NULL for the zero time.
-
-func timeArg(t time.Time) any {
-	if t.IsZero() {
-		return nil
-	}
-	return t.UnixNano()
-}
-
-func timeFrom(n sql.NullInt64) time.Time {
-	if !n.Valid {
-		return time.Time{}
-	}
-	return time.Unix(0, n.Int64).UTC()
-}
-
 func boolInt(b bool) int {
 	if b {
 		return 1
 	}
 	return 0
-}
-
-// isUniqueViolation reports whether err is a UNIQUE or PRIMARY KEY
-// constraint failure.
-func isUniqueViolation(err error) bool {
-	var se *sqlite.Error
-	if !errors.As(err, &se) {
-		return false
-	}
-	c := se.Code()
-	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
 
 // validPhone: E.164 without '+', 1 to 15 ASCII digits.

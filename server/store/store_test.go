@@ -9,6 +9,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/chatd-dev/chatd/internal/sqlitedb"
 )
 
 func TestOpenCreatesFileAndParentDirs(t *testing.T) {
@@ -141,12 +143,12 @@ func TestMigrationFilesAreNumberedContiguously(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) == 0 || ms[0].name != "0001_init.sql" {
+	if len(ms) == 0 || ms[0].Name != "0001_init.sql" {
 		t.Fatalf("migrations = %v, want 0001_init.sql first", ms)
 	}
 	for i, m := range ms {
-		if m.version != i+1 {
-			t.Fatalf("migration %s has version %d at position %d", m.name, m.version, i)
+		if m.Version != i+1 {
+			t.Fatalf("migration %s has version %d at position %d", m.Name, m.Version, i)
 		}
 	}
 }
@@ -244,18 +246,18 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 	}
 	n := len(base)
 	ms := append(slices.Clone(base),
-		migration{version: n + 1, name: "extra_table", sql: `CREATE TABLE extra (x INTEGER)`},
-		migration{version: n + 2, name: "extra_column", sql: `ALTER TABLE extra ADD COLUMN y TEXT; INSERT INTO extra VALUES (1, 'a')`},
+		migration{Version: n + 1, Name: "extra_table", SQL: `CREATE TABLE extra (x INTEGER)`},
+		migration{Version: n + 2, Name: "extra_column", SQL: `ALTER TABLE extra ADD COLUMN y TEXT; INSERT INTO extra VALUES (1, 'a')`},
 	)
 	withWriter(t, s, func(c *sql.Conn) {
-		if err := runMigrations(ctx, c, ms); err != nil {
+		if err := sqlitedb.Migrate(ctx, c, ms); err != nil {
 			t.Fatalf("applying %d migrations: %v", len(ms), err)
 		}
 		if v := pragmaInt(t, c, "user_version"); v != n+2 {
 			t.Fatalf("user_version = %d, want %d", v, n+2)
 		}
 		for i := range 2 { // re-running must not execute anything (both would fail or duplicate the row)
-			if err := runMigrations(ctx, c, ms); err != nil {
+			if err := sqlitedb.Migrate(ctx, c, ms); err != nil {
 				t.Fatalf("re-run #%d: %v", i, err)
 			}
 		}
@@ -264,9 +266,9 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 			t.Fatalf("extra has %d rows (%v), want 1: a migration ran twice", rows, err)
 		}
 		// A failing migration rolls back entirely, user_version included.
-		bad := append(slices.Clone(ms), migration{version: n + 3, name: "bad",
-			sql: `CREATE TABLE half (x); INSERT INTO nosuchtable VALUES (1)`})
-		if err := runMigrations(ctx, c, bad); err == nil {
+		bad := append(slices.Clone(ms), migration{Version: n + 3, Name: "bad",
+			SQL: `CREATE TABLE half (x); INSERT INTO nosuchtable VALUES (1)`})
+		if err := sqlitedb.Migrate(ctx, c, bad); err == nil {
 			t.Fatal("failing migration reported success")
 		}
 		if v := pragmaInt(t, c, "user_version"); v != n+2 {
@@ -278,7 +280,7 @@ func TestMigrationRunnerAppliesEachOnceInOrder(t *testing.T) {
 			t.Fatal("failed migration left a table behind")
 		}
 		// This binary only knows base: the database is now too new for it.
-		if err := runMigrations(ctx, c, base); !errors.Is(err, ErrSchemaTooNew) {
+		if err := sqlitedb.Migrate(ctx, c, base); !errors.Is(err, ErrSchemaTooNew) {
 			t.Fatalf("older binary: err = %v, want ErrSchemaTooNew", err)
 		}
 	})

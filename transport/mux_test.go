@@ -11,11 +11,11 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/wire"
@@ -459,78 +459,14 @@ func TestMuxServeStopsOnCancel(t *testing.T) {
 	}
 }
 
-// acceptWatcher passes Accept through and reports its errors.
-type acceptWatcher struct {
-	net.Listener
-	errs chan error
-}
-
-func (l *acceptWatcher) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		select {
-		case l.errs <- err:
-		default:
-		}
-	}
-	return c, err
-}
-
-// exhaustFDs lowers the soft RLIMIT_NOFILE to the descriptors open now plus a few and opens /dev/null
-// until the limit is reached, then frees one: the next descriptor anyone opens is the last one.
-// release closes the files and restores the limit; it is also registered as a cleanup.
-func exhaustFDs(t *testing.T) (release func()) {
-	t.Helper()
-	var saved syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &saved); err != nil {
-		t.Fatal(err)
-	}
-	open, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lim := saved
-	lim.Cur = uint64(len(open) + 16)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		t.Fatal(err)
-	}
-	var files []*os.File
-	var once sync.Once
-	release = func() {
-		once.Do(func() {
-			for _, f := range files {
-				f.Close()
-			}
-			syscall.Setrlimit(syscall.RLIMIT_NOFILE, &saved)
-		})
-	}
-	t.Cleanup(release)
-	for {
-		f, err := os.Open(os.DevNull)
-		if err != nil {
-			if !errors.Is(err, syscall.EMFILE) {
-				t.Fatalf("filling the descriptor table: %v", err)
-			}
-			break
-		}
-		files = append(files, f)
-	}
-	if len(files) == 0 {
-		t.Fatal("no descriptor could be opened under the lowered limit")
-	}
-	files[len(files)-1].Close()
-	files = files[:len(files)-1]
-	return release
-}
-
 // TestMuxSurvivesFDExhaustion: when a flood uses up the process's file descriptors, accept fails with
 // EMFILE. That is temporary, so Serve must back off and go on (its comment says it does, like
 // net/http), not return and leave port 443 dead until a restart.
 func TestMuxSurvivesFDExhaustion(t *testing.T) {
-	watch := &acceptWatcher{errs: make(chan error, 16)}
+	watch := &testutil.AcceptWatcher{Errs: make(chan error, 16)}
 	e := startMuxOn(t, 5*time.Second, func(ln net.Listener) net.Listener { watch.Listener = ln; return watch })
 
-	release := exhaustFDs(t)
+	release := testutil.ExhaustFDs(t)
 	nc, err := net.DialTimeout("tcp", e.addr, 5*time.Second) // takes the last descriptor
 	if err != nil {
 		release()
@@ -538,7 +474,7 @@ func TestMuxSurvivesFDExhaustion(t *testing.T) {
 	}
 	defer nc.Close()
 	select {
-	case err := <-watch.errs:
+	case err := <-watch.Errs:
 		if !errors.Is(err, syscall.EMFILE) {
 			release()
 			t.Fatalf("accept failed with %v, want EMFILE", err)

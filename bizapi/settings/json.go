@@ -94,30 +94,21 @@ func (s *Settings) apply(doc []byte, strict bool) error {
 
 func (s *Settings) applyTop(top map[string]json.RawMessage, strict bool) error {
 	def := Defaults()
-	for _, k := range sortedKeys(top) {
-		v := top[k]
-		var err error
+	return members(top, "", strict, func(k, key string, v json.RawMessage) (bool, error) {
 		switch k {
 		case "webhooks":
-			err = s.applyWebhooks(v, strict)
+			return true, s.applyWebhooks(v, strict)
 		case "sent_status":
-			err = optBoolValue(v, k, &s.SentStatus)
+			return true, optBoolValue(v, key, &s.SentStatus)
 		case "callback_persist":
-			err = boolValue(v, k, &s.CallbackPersist, def.CallbackPersist)
+			return true, boolValue(v, key, &s.CallbackPersist, def.CallbackPersist)
 		case "callback_backoff_delay_ms":
-			err = intValue(v, k, &s.CallbackBackoffDelayMS, def.CallbackBackoffDelayMS, MinBackoffDelayMS, MaxBackoffDelayMS)
+			return true, intValue(v, key, &s.CallbackBackoffDelayMS, def.CallbackBackoffDelayMS, MinBackoffDelayMS, MaxBackoffDelayMS)
 		case "max_callback_backoff_delay_ms":
-			err = intValue(v, k, &s.MaxCallbackBackoffDelayMS, def.MaxCallbackBackoffDelayMS, MinMaxBackoffDelayMS, MaxMaxBackoffDelayMS)
-		default:
-			if strict {
-				err = unknown(k)
-			}
+			return true, intValue(v, key, &s.MaxCallbackBackoffDelayMS, def.MaxCallbackBackoffDelayMS, MinMaxBackoffDelayMS, MaxMaxBackoffDelayMS)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return false, nil
+	})
 }
 
 func (s *Settings) applyWebhooks(raw json.RawMessage, strict bool) error {
@@ -131,28 +122,19 @@ func (s *Settings) applyWebhooks(raw json.RawMessage, strict bool) error {
 		return err
 	}
 	w := &s.Webhooks
-	for _, k := range sortedKeys(obj) {
-		v := obj[k]
-		key := "webhooks." + k
+	return members(obj, "webhooks.", strict, func(k, key string, v json.RawMessage) (bool, error) {
 		switch k {
 		case "url":
-			err = urlValue(v, key, &w.URL)
+			return true, urlValue(v, key, &w.URL)
 		case "secret":
-			err = secretValue(v, key, &w.Secret)
+			return true, secretValue(v, key, &w.Secret)
 		case "max_concurrent_requests":
-			err = intValue(v, key, &w.MaxConcurrentRequests, def.MaxConcurrentRequests, MinConcurrentRequests, MaxConcurrentRequests)
+			return true, intValue(v, key, &w.MaxConcurrentRequests, def.MaxConcurrentRequests, MinConcurrentRequests, MaxConcurrentRequests)
 		case "message":
-			err = w.applyMessage(v, strict)
-		default:
-			if strict {
-				err = unknown(key)
-			}
+			return true, w.applyMessage(v, strict)
 		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+		return false, nil
+	})
 }
 
 func (w *Webhooks) applyMessage(raw json.RawMessage, strict bool) error {
@@ -166,20 +148,28 @@ func (w *Webhooks) applyMessage(raw json.RawMessage, strict bool) error {
 		return err
 	}
 	m := &w.Message
-	for _, k := range sortedKeys(obj) {
-		v := obj[k]
-		key := "webhooks.message." + k
+	return members(obj, "webhooks.message.", strict, func(k, key string, v json.RawMessage) (bool, error) {
 		switch k {
 		case "sent":
-			err = optBoolValue(v, key, &m.Sent)
+			return true, optBoolValue(v, key, &m.Sent)
 		case "delivered":
-			err = boolValue(v, key, &m.Delivered, def.Delivered)
+			return true, boolValue(v, key, &m.Delivered, def.Delivered)
 		case "read":
-			err = boolValue(v, key, &m.Read, def.Read)
-		default:
-			if strict {
-				err = unknown(key)
-			}
+			return true, boolValue(v, key, &m.Read, def.Read)
+		}
+		return false, nil
+	})
+}
+
+// members calls set for each member of obj in key order, with key = path + k for errors. set
+// reports whether it knows k; an unknown key is an error when strict (a PATCH), and ignored
+// otherwise (a stored document may come from a newer bizapi).
+func members(obj map[string]json.RawMessage, path string, strict bool, set func(k, key string, v json.RawMessage) (bool, error)) error {
+	for _, k := range sortedKeys(obj) {
+		key := path + k
+		known, err := set(k, key, obj[k])
+		if err == nil && !known && strict {
+			err = unknown(key)
 		}
 		if err != nil {
 			return err

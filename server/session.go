@@ -753,17 +753,13 @@ func (s *session) appendPending(buf, scratch []byte, lastSeq int64) ([]byte, []b
 	if err != nil {
 		return buf, scratch, lastSeq, err
 	}
-	businesses, err := s.businessSenders(items)
-	if err != nil {
-		return buf, scratch, lastSeq, err
-	}
 	s.mu.Lock()
 	for _, it := range items {
 		s.inflight[uint64(it.Seq)] = struct{}{}
 	}
 	s.mu.Unlock()
 	for _, it := range items {
-		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it, businesses[it.Message.From])); err != nil {
+		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it)); err != nil {
 			return buf, scratch, lastSeq, err
 		}
 		lastSeq = it.Seq
@@ -786,31 +782,7 @@ func (s *session) writeClose(buf, scratch []byte) {
 	s.nc.Write(buf)
 }
 
-// businessSenders reports which senders of the messages in items are business accounts.
-func (s *session) businessSenders(items []store.Item) (map[string]bool, error) {
-	var senders []string
-	seen := map[string]bool{}
-	for _, it := range items {
-		if it.Kind == store.ItemMessage && !seen[it.Message.From] {
-			seen[it.Message.From] = true
-			senders = append(senders, it.Message.From)
-		}
-	}
-	if len(senders) == 0 {
-		return nil, nil
-	}
-	accts, err := s.srv.cfg.Store.LookupAccounts(context.Background(), senders)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string]bool, len(accts))
-	for p, a := range accts {
-		out[p] = a.Business
-	}
-	return out, nil
-}
-
-func deliverEnvelope(it store.Item, fromBusiness bool) *chatdpb.Envelope {
+func deliverEnvelope(it store.Item) *chatdpb.Envelope {
 	d := &chatdpb.Deliver{Seq: uint64(it.Seq)}
 	switch it.Kind {
 	case store.ItemMessage:
@@ -820,7 +792,7 @@ func deliverEnvelope(it store.Item, fromBusiness bool) *chatdpb.Envelope {
 			From:         m.From,
 			TimestampMs:  m.CreatedAt.UnixMilli(),
 			Content:      &chatdpb.Content{Version: m.ContentVersion, Body: m.Content},
-			FromBusiness: fromBusiness,
+			FromBusiness: m.FromBusiness,
 		}}
 	case store.ItemReceipt:
 		r := it.Receipt

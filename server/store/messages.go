@@ -20,6 +20,8 @@ type Message struct {
 	CreatedAt      time.Time // set by the store clock
 	DeliveredAt    time.Time // zero until the recipient acked it
 	ReadAt         time.Time // zero until read
+	// FromBusiness is set in Pending items: the sender is a business account.
+	FromBusiness bool
 }
 
 // SaveMessage stores m (From, To, ClientID, ContentVersion, Content) and, in

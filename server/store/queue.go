@@ -70,8 +70,9 @@ const selectPending = `
 	SELECT q.seq, q.kind, q.receipt_type, q.receipt_at,
 	       m.id, m.sender, m.recipient, m.client_id, m.content_version,
 	       CASE WHEN q.kind = 1 THEN m.content END,
-	       m.created_at, m.delivered_at, m.read_at
+	       m.created_at, m.delivered_at, m.read_at, coalesce(a.business, 0)
 	FROM queue q JOIN messages m ON m.id = q.message_id
+	LEFT JOIN accounts a ON a.phone = m.sender
 	WHERE q.recipient = ? AND q.seq > ?
 	ORDER BY q.seq
 	LIMIT ?`
@@ -98,7 +99,7 @@ func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, l
 		)
 		if err := rows.Scan(&it.Seq, &it.Kind, &rtype, &rat,
 			&m.ID, &m.From, &m.To, &m.ClientID, &version, &m.Content,
-			&created, &delivered, &readStamped); err != nil {
+			&created, &delivered, &readStamped, &m.FromBusiness); err != nil {
 			return nil, fmt.Errorf("store: pending: %w", err)
 		}
 		it.Recipient = recipient

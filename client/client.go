@@ -63,6 +63,33 @@ type AsyncHandler interface {
 	HandleReceiptAsync(ctx context.Context, r *chatdpb.Receipt, done func(error))
 }
 
+// asAsync returns h as an AsyncHandler: itself if it is one, else an adapter that runs it (or, for
+// nil, acknowledges and drops deliveries).
+func asAsync(h Handler) AsyncHandler {
+	if ah, ok := h.(AsyncHandler); ok {
+		return ah
+	}
+	return syncHandler{h}
+}
+
+type syncHandler struct{ h Handler }
+
+func (s syncHandler) HandleMessageAsync(ctx context.Context, m *chatdpb.Message, done func(error)) {
+	if s.h == nil {
+		done(nil)
+		return
+	}
+	done(s.h.HandleMessage(ctx, m))
+}
+
+func (s syncHandler) HandleReceiptAsync(ctx context.Context, r *chatdpb.Receipt, done func(error)) {
+	if s.h == nil {
+		done(nil)
+		return
+	}
+	done(s.h.HandleReceipt(ctx, r))
+}
+
 // Config configures a Client. ServerKey, DeviceKey and at least one endpoint (Endpoints or Addrs) are
 // required.
 type Config struct {
@@ -203,7 +230,8 @@ type Client struct {
 	status    Status              // guarded by mu
 	connected chan struct{}       // closed while connected; replaced on disconnect; guarded by mu
 
-	dedup *recent // server ids the Handler stored; safe for concurrent use
+	handler AsyncHandler // Config.Handler, adapted when it is synchronous; static
+	dedup   *recent      // server ids the Handler stored; safe for concurrent use
 }
 
 // New returns a client for cfg. It does not connect; call Run.
@@ -265,6 +293,7 @@ func New(cfg Config) (*Client, error) {
 		reqs:      make(map[string]*request),
 		connected: make(chan struct{}),
 		dedup:     newRecent(8192),
+		handler:   asAsync(cfg.Handler),
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -421,8 +450,9 @@ func (c *Client) setState(st State, lastClose, lastErr string) {
 
 // Send submits a message and waits for the server's acknowledgement, across reconnects, until ctx
 // ends. clientID must be unique per sender and stable across retries (the server deduplicates on it);
-// "" picks a random one. If ctx ends first the message may still be sent later by this Client (call
-// Cancel to stop that), and a later Send with the same clientID returns the original result.
+// "" picks a random one. If ctx ends first the message may still be sent later by this Client (until
+// it stops), and a later Send with the same clientID returns the original
+// result.
 func (c *Client) Send(ctx context.Context, to, clientID string, content *chatdpb.Content) (SendResult, error) {
 	if clientID == "" {
 		clientID = NewClientID()
@@ -468,25 +498,6 @@ func (c *Client) Lookup(ctx context.Context, phones ...string) ([]*chatdpb.Conta
 		return nil, err
 	}
 	return res.([]*chatdpb.Contact), nil
-}
-
-// Cancel forgets an unacknowledged send, so it is not sent again after a reconnect. It reports
-// whether the send was pending.
-func (c *Client) Cancel(clientID string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r, ok := c.reqs["send:"+clientID]
-	if ok {
-		delete(c.reqs, r.key)
-	}
-	return ok
-}
-
-// Pending returns the number of requests not yet acknowledged by the server.
-func (c *Client) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.reqs)
 }
 
 func (c *Client) newRequestID() uint64 {

@@ -247,36 +247,10 @@ func (cn *conn) readLoop(ctx context.Context) error {
 }
 
 // deliver passes a delivery to the Handler and acknowledges it once the Handler has it.
+// deliver hands a delivery to the handler and acknowledges it when the handler reports it stored. A
+// failure ends the connection, so that the server sends what was not acknowledged again.
 func (cn *conn) deliver(ctx context.Context, d *chatdpb.Deliver) error {
-	h := cn.c.cfg.Handler
-	if ah, ok := h.(AsyncHandler); ok {
-		return cn.deliverAsync(ctx, ah, d)
-	}
-	switch item := d.Item.(type) {
-	case *chatdpb.Deliver_Message:
-		id := item.Message.GetServerId()
-		if !cn.c.dedup.seen(id) {
-			if h != nil {
-				if err := h.HandleMessage(ctx, item.Message); err != nil {
-					return fmt.Errorf("client: handler refused message %d: %w", id, err)
-				}
-			}
-			cn.c.dedup.add(id)
-		}
-	case *chatdpb.Deliver_Receipt:
-		if h != nil {
-			if err := h.HandleReceipt(ctx, item.Receipt); err != nil {
-				return fmt.Errorf("client: handler refused receipt: %w", err)
-			}
-		}
-	}
-	cn.ack(d.GetSeq())
-	return nil
-}
-
-// deliverAsync hands a delivery to an AsyncHandler and acknowledges it when the handler reports it
-// stored. A failure ends the connection, so that the server sends what was not acknowledged again.
-func (cn *conn) deliverAsync(ctx context.Context, h AsyncHandler, d *chatdpb.Deliver) error {
+	h := cn.c.handler
 	seq := d.GetSeq()
 	switch item := d.Item.(type) {
 	case *chatdpb.Deliver_Message:

@@ -21,28 +21,13 @@ import (
 
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
 // The real gateway satisfies the interface.
 var _ Gateway = (*gateway.Gateway)(nil)
 
-// fakeClock is a manual clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type fakeClock = testutil.Clock
 
 // fakeGateway stands in for *gateway.Gateway, which needs a chatd. It records what the API asked of
 // it, so tests check the calls, not only the answers.
@@ -181,7 +166,7 @@ func openStore(t testing.TB, clock *fakeClock) *store.SQLite {
 // newEnv starts a handler; mod adjusts the Config (Store, Gateway, Now and Logger are set).
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
-	clock := &fakeClock{t: t0}
+	clock := testutil.NewClock(t0)
 	e := &env{t: t, gw: newFakeGateway(), clock: clock, logs: &syncBuffer{}}
 	e.db = openStore(t, clock)
 	e.st = e.db

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bizapi/store"
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
 // queueKind opens a fresh queue for a test. Every dispatcher test runs against each kind:
@@ -45,27 +46,10 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-// fakeClock is the dispatcher's clock. It starts a minute ahead of the real one, whole seconds, so
-// that callbacks the queue stamps with the real time are due and times survive any store precision.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type fakeClock = testutil.Clock
 
 func newClock() *fakeClock {
-	return &fakeClock{t: time.Now().Add(time.Minute).Truncate(time.Second)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
+	return testutil.NewClock(time.Now().Add(time.Minute).Truncate(time.Second))
 }
 
 // settingsVar holds settings that tests change while the dispatcher runs.

@@ -18,28 +18,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 	"github.com/chatd-dev/chatd/server/store"
 )
 
-// clock is an injected, manually advanced clock.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type clock = testutil.Clock
 
 // captureSender records the codes it is asked to send, or fails.
 type captureSender struct {
@@ -115,7 +100,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = st.Close() })
-	clk := &clock{t: t0}
+	clk := testutil.NewClock(t0)
 	st.Now = clk.Now
 	opPub, opPriv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {

@@ -6,32 +6,16 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
-// clock is a manual clock for Store.Now.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+type clock = testutil.Clock
 
 func newClock() *clock {
-	return &clock{t: time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC)}
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
+	return testutil.NewClock(time.Date(2025, 1, 2, 3, 4, 5, 123456789, time.UTC))
 }
 
 // openTest opens a fresh store in t.TempDir() with a manual clock.

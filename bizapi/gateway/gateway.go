@@ -525,13 +525,10 @@ func (g *Gateway) callback(status string, payload json.RawMessage) pendingCallba
 	if status != store.StatusFailed && !g.cfg.WantStatus(status) {
 		return pendingCallback{}
 	}
-	cb := &store.Callback{Payload: payload, CreatedAt: g.cfg.Now()}
-	if g.cfg.PersistCallbacks() || g.cfg.Memory == nil {
-		return pendingCallback{stored: cb}
-	}
-	return pendingCallback{memory: cb}
+	return g.inboundCallback(payload)
 }
 
+// inboundCallback is the callback of a received message: always sent.
 func (g *Gateway) inboundCallback(payload json.RawMessage) pendingCallback {
 	cb := &store.Callback{Payload: payload, CreatedAt: g.cfg.Now()}
 	if g.cfg.PersistCallbacks() || g.cfg.Memory == nil {

@@ -40,6 +40,9 @@ const (
 	DefaultMinBackoff     = 500 * time.Millisecond
 	DefaultMaxBackoff     = 30 * time.Second
 	DefaultStableAfter    = 60 * time.Second
+	DefaultReprobe        = 5 * time.Minute
+	DefaultTCPUserTimeout = 7 * time.Second
+	DefaultTCPKeepAlive   = 15 * time.Second
 )
 
 // Handler receives deliveries. Both methods run on the connection's reader goroutine, one at a time,
@@ -147,10 +150,26 @@ type Config struct {
 	// StableAfter is how long a connection must last for the backoff to start again from MinBackoff.
 	// If zero, 60 s.
 	StableAfter time.Duration
+	// ReprobeInterval is how often (jittered by ±20 %) the client, while connected, checks the path
+	// it is not using: over the 443 path while direct (5222) endpoints exist, it probes them with a
+	// handshake and moves back to the first that answers (a short reconnect; requests and deliveries
+	// carry over, nothing is lost); on the direct path it checks that the 443 path opens and, if not,
+	// reports the network as unsupported in Status.NetworkProblem (N5: 443 is needed). If zero,
+	// 5 min (the first check of the 443 path runs at once); negative disables both.
+	ReprobeInterval time.Duration
+	// TCPUserTimeout is how long sent data may stay unacknowledged before the kernel declares the
+	// connection dead (TCP_USER_TIMEOUT; also ends TCP keepalive probing). It makes a send on a
+	// blackholed connection fail fast. If zero, 7 s; negative leaves the system default (about 15
+	// minutes of retransmissions).
+	TCPUserTimeout time.Duration
+	// TCPKeepAlive is the idle time after which the kernel sends TCP keepalive probes (then every
+	// 5 s), which keep NAT and firewall state alive and, with TCPUserTimeout, detect an idle
+	// blackholed connection in about TCPKeepAlive + 5 s. If zero, 15 s; negative disables them.
+	TCPKeepAlive time.Duration
 	// ClientVersion is sent to the server for its logs, e.g. "chat/0.1".
 	ClientVersion string
-	// Dial opens TCP connections (to the server, or to the proxy); nil uses a net.Dialer with a 15 s
-	// TCP keepalive.
+	// Dial opens TCP connections (to the server, or to the proxy); nil uses a net.Dialer. Either
+	// way TCPKeepAlive and TCPUserTimeout are applied to the *net.TCPConn it returns.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// OnStatus, if set, is called after every status change (from the connection goroutines; it
 	// must not block).
@@ -202,6 +221,10 @@ type Status struct {
 	LastError string
 	// Phone is the logged-in account.
 	Phone string
+	// NetworkProblem is set while the network does not meet the requirements although a connection
+	// works: connected on 5222 while the 443 path fails ("5222 open, 443 closed" is unsupported, N5).
+	// It says what failed and what to open; "" when nothing is known to be wrong.
+	NetworkProblem string
 }
 
 // SendResult is the server's answer to a send.
@@ -274,6 +297,15 @@ func New(cfg Config) (*Client, error) {
 	if cfg.StableAfter <= 0 {
 		cfg.StableAfter = DefaultStableAfter
 	}
+	if cfg.ReprobeInterval == 0 {
+		cfg.ReprobeInterval = DefaultReprobe
+	}
+	if cfg.TCPUserTimeout == 0 {
+		cfg.TCPUserTimeout = DefaultTCPUserTimeout
+	}
+	if cfg.TCPKeepAlive == 0 {
+		cfg.TCPKeepAlive = DefaultTCPKeepAlive
+	}
 	switch {
 	case cfg.HeadStart == 0:
 		cfg.HeadStart = DefaultHeadStart
@@ -284,10 +316,12 @@ func New(cfg Config) (*Client, error) {
 		cfg:       cfg,
 		endpoints: eps,
 		dialer: &transport.Dialer{
-			DialTCP:   cfg.Dial,
-			RootCAs:   cfg.RootCAs,
-			Proxy:     cfg.Proxy,
-			UserAgent: userAgent(cfg.ClientVersion),
+			DialTCP:     cfg.Dial,
+			RootCAs:     cfg.RootCAs,
+			Proxy:       cfg.Proxy,
+			UserAgent:   userAgent(cfg.ClientVersion),
+			KeepAlive:   cfg.TCPKeepAlive,
+			UserTimeout: cfg.TCPUserTimeout,
 		},
 		log:       cfg.Logger,
 		reqs:      make(map[string]*request),
@@ -380,6 +414,9 @@ func (c *Client) Run(ctx context.Context) error {
 		c.setState(Disconnected, closeName(err), errString(err))
 		if up >= c.cfg.StableAfter {
 			attempt = 0 // a connection that lasted is not a flapping one
+		}
+		if errors.Is(err, errMoving) {
+			continue // to the direct path, at once
 		}
 		delay := max(backoff(attempt, c.cfg.MinBackoff, c.cfg.MaxBackoff), retryAfter)
 		attempt++

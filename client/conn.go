@@ -73,7 +73,15 @@ func (c *Client) connectOnce(ctx context.Context) (time.Duration, error) {
 	defer stop()
 	c.attach(cn)
 	go cn.writeLoop()
+	wctx, endWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		c.watchPaths(wctx, cn, ep)
+	}()
 	cn.close(cn.readLoop(ctx))
+	endWatch()
+	<-watched
 	<-cn.writerDone
 	c.detach(cn)
 	if errors.Is(cn.err, errClientClosed) {
@@ -85,20 +93,7 @@ func (c *Client) connectOnce(ctx context.Context) (time.Duration, error) {
 // login runs the handshake on hs (nc, possibly behind the race's gate) and reads the LoginResult.
 // ctx bounds both; when it ends, the blocked I/O fails and the caller closes nc.
 func (c *Client) login(ctx context.Context, hs net.Conn, nc net.Conn, path string) (*conn, *chatdpb.LoginResult, error) {
-	interval := c.cfg.PingInterval
-	if interval < 0 {
-		interval = 0 // announce nothing: the server applies its default
-	}
-	sc, _, err := noisesock.Client(ctx, hs, noisesock.ClientConfig{
-		DeviceKey: c.cfg.DeviceKey,
-		ServerKey: c.cfg.ServerKey,
-		Hello: &chatdpb.ClientHello{
-			ProtocolVersion: wire.Version,
-			ClientVersion:   c.cfg.ClientVersion,
-			PingIntervalMs:  uint32(interval / time.Millisecond),
-			Path:            path,
-		},
-	})
+	sc, _, err := noisesock.Client(ctx, hs, c.noiseConfig(path))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -148,6 +143,24 @@ func (c *Client) login(ctx context.Context, hs net.Conn, nc net.Conn, path strin
 	return cn, res, nil
 }
 
+// noiseConfig is the handshake configuration; path is the ClientHello path for the server's logs.
+func (c *Client) noiseConfig(path string) noisesock.ClientConfig {
+	interval := c.cfg.PingInterval
+	if interval < 0 {
+		interval = 0 // announce nothing: the server applies its default
+	}
+	return noisesock.ClientConfig{
+		DeviceKey: c.cfg.DeviceKey,
+		ServerKey: c.cfg.ServerKey,
+		Hello: &chatdpb.ClientHello{
+			ProtocolVersion: wire.Version,
+			ClientVersion:   c.cfg.ClientVersion,
+			PingIntervalMs:  uint32(interval / time.Millisecond),
+			Path:            path,
+		},
+	}
+}
+
 func closeError(cl *chatdpb.Close) *CloseError {
 	return &CloseError{Reason: cl.GetReason(), Detail: cl.GetDetail(),
 		RetryAfter: time.Duration(cl.GetRetryAfterMs()) * time.Millisecond}
@@ -159,11 +172,14 @@ func (cn *conn) close(err error) {
 	cn.closeOnce.Do(func() {
 		cn.err = err
 		close(cn.done)
-		if !errors.Is(err, errClientClosed) {
+		if !goodbye(err) {
 			cn.nc.Close()
 		}
 	})
 }
+
+// goodbye reports whether a connection ending with err says goodbye to the server before closing.
+func goodbye(err error) bool { return errors.Is(err, errClientClosed) || errors.Is(err, errMoving) }
 
 // enqueue hands env to the writer; it gives up when the connection ends (the request stays pending
 // and goes out on the next connection).
@@ -316,9 +332,13 @@ func (cn *conn) writeLoop() {
 		buf = buf[:0]
 		select {
 		case <-cn.done:
-			if errors.Is(cn.err, errClientClosed) {
+			if goodbye(cn.err) {
+				detail := "client closing"
+				if errors.Is(cn.err, errMoving) {
+					detail = "moving to the direct path"
+				}
 				appendEnv(&chatdpb.Envelope{Body: &chatdpb.Envelope_Close{Close: &chatdpb.Close{
-					Reason: chatdpb.CloseReason_CLIENT_CLOSED, Detail: "client closing"}}})
+					Reason: chatdpb.CloseReason_CLIENT_CLOSED, Detail: detail}}})
 				cn.nc.SetWriteDeadline(time.Now().Add(time.Second))
 				cn.nc.Write(buf)
 			}

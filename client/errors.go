@@ -47,7 +47,7 @@ func (e *CloseError) Error() string {
 func closeName(err error) string {
 	var ce *CloseError
 	switch {
-	case err == nil:
+	case err == nil, errors.Is(err, errMoving):
 		return "client_closed"
 	case errors.As(err, &ce):
 		return wire.CloseReasonName(ce.Reason)

@@ -24,9 +24,15 @@ type DialFunc = func(ctx context.Context, network, addr string) (net.Conn, error
 // The outer TLS only gets the stream through middleboxes: the caller still runs the Noise handshake
 // against the pinned server key, which is what authenticates the server.
 type Dialer struct {
-	// DialTCP opens the TCP connection to the server or to the proxy. If nil, a net.Dialer with a
-	// 15 s TCP keepalive is used.
+	// DialTCP opens the TCP connection to the server or to the proxy. If nil, a net.Dialer is used.
 	DialTCP DialFunc
+	// KeepAlive is the idle time before TCP keepalive probes, which then go every 5 s; 0 means
+	// 15 s, negative disables them. UserTimeout is TCP_USER_TIMEOUT: how long sent data (or
+	// keepalive probes) may stay unanswered before the kernel gives the connection up; 0 or
+	// negative leaves the system default. Both are applied to the *net.TCPConn DialTCP returns (to
+	// the server or the proxy).
+	KeepAlive   time.Duration
+	UserTimeout time.Duration
 	// RootCAs verify the server's certificate on the tls and ws transports; nil means the system
 	// roots.
 	RootCAs *x509.CertPool
@@ -98,9 +104,9 @@ func (d *Dialer) Dial(ctx context.Context, ep Endpoint) (*Conn, error) {
 	}
 	dial := d.DialTCP
 	if dial == nil {
-		nd := &net.Dialer{KeepAlive: 15 * time.Second}
-		dial = nd.DialContext
+		dial = (&net.Dialer{KeepAlive: -1}).DialContext // tuned below
 	}
+	dial = d.tuned(dial)
 	var raw net.Conn
 	if proxy != nil {
 		raw, err = connectProxy(ctx, dial, proxy, ep.Addr(), d.UserAgent)
@@ -149,6 +155,23 @@ func (d *Dialer) Dial(ctx context.Context, ep Endpoint) (*Conn, error) {
 			return fail(step, err)
 		}
 		return &Conn{Conn: c, Transport: TransportWS, Port: ep.Port}, nil
+	}
+}
+
+// tuned wraps dial so that the TCP connections it opens get the Dialer's keepalive and user timeout.
+func (d *Dialer) tuned(dial DialFunc) DialFunc {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			if err := tuneTCP(tc, d.KeepAlive, d.UserTimeout); err != nil {
+				c.Close()
+				return nil, fmt.Errorf("tuning the TCP connection: %w", err)
+			}
+		}
+		return c, nil
 	}
 }
 

@@ -1,0 +1,272 @@
+// Package netlab builds small networks of Linux network namespaces for tests: a client host, a
+// middlebox that routes between it and a server host, and the faults of real enterprise networks —
+// nftables DROP and REJECT, a stateful firewall that forgets idle connections (conntrack), blackholed
+// connections, latency and loss (tc netem), an nginx that lets only TLS through on 443, and a squid
+// that allows CONNECT to 443 only.
+//
+//	client 198.18.0.2 ── eth0 [box 198.18.0.1 | 198.19.0.1] eth1 ── server 198.19.0.2
+//
+// The box forwards between the two links; its nftables table "lab" holds the faults. Every lab has
+// its own namespaces, so tests run in parallel with the same addresses. Programs run in a host with
+// Host.Command (ip netns exec); the test process itself reaches into a host with Host.DialContext
+// and Host.Listen, which create their sockets on a thread switched into the namespace.
+//
+// It needs root, iproute2 and nftables (and nginx, squid, conntrack and tc for those faults).
+// Require skips a test without them, or fails it when the environment variable CI is set, so that a
+// CI run can never pass by skipping the lab. scripts/netlab.sh builds the same network by hand.
+package netlab
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Addresses of the lab.
+const (
+	ClientAddr   = "198.18.0.2"
+	BoxInAddr    = "198.18.0.1" // the box on the client's link
+	BoxOutAddr   = "198.19.0.1" // the box on the server's link
+	ServerAddr   = "198.19.0.2"
+	BoxClientDev = "eth0" // the box's interface to the client
+	BoxServerDev = "eth1" // the box's interface to the server
+)
+
+// Require skips t unless the lab can run here: root and the named programs (ip and nft always). When
+// the environment variable CI is set, a missing prerequisite fails the test instead.
+func Require(t testing.TB, programs ...string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	for _, p := range append([]string{"ip", "nft"}, programs...) {
+		if _, err := exec.LookPath(p); err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if len(missing) == 0 {
+		return
+	}
+	msg := fmt.Sprintf("network lab needs %s (.ci/run installs them)", strings.Join(missing, ", "))
+	if os.Getenv("CI") != "" {
+		t.Fatal(msg + "; CI is set, so this is a failure, not a skip")
+	}
+	t.Skip(msg)
+}
+
+// Lab is one client–box–server network.
+type Lab struct {
+	t                   testing.TB
+	Client, Box, Server *Host
+}
+
+// Host is a network namespace of a lab.
+type Host struct {
+	t    testing.TB
+	Name string // the namespace's name, for ip netns exec
+}
+
+var labs atomic.Int32
+
+// New builds a lab and removes it when the test ends. It calls Require first.
+func New(t testing.TB) *Lab {
+	t.Helper()
+	Require(t)
+	prefix := fmt.Sprintf("lab%d-%d-", os.Getpid()%100000, labs.Add(1))
+	l := &Lab{t: t}
+	for _, h := range []**Host{&l.Client, &l.Box, &l.Server} {
+		*h = &Host{t: t}
+	}
+	l.Client.Name, l.Box.Name, l.Server.Name = prefix+"client", prefix+"box", prefix+"server"
+	for _, h := range []*Host{l.Client, l.Box, l.Server} {
+		run(t, "ip", "netns", "add", h.Name)
+		t.Cleanup(func() { exec.Command("ip", "netns", "del", h.Name).Run() })
+		h.MustRun("ip", "link", "set", "lo", "up")
+	}
+	run(t, "ip", "link", "add", "eth0", "netns", l.Client.Name, "type", "veth", "peer", "name", BoxClientDev, "netns", l.Box.Name)
+	run(t, "ip", "link", "add", "eth0", "netns", l.Server.Name, "type", "veth", "peer", "name", BoxServerDev, "netns", l.Box.Name)
+	l.Client.MustRun("ip", "addr", "add", ClientAddr+"/24", "dev", "eth0")
+	l.Client.MustRun("ip", "link", "set", "eth0", "up")
+	l.Client.MustRun("ip", "route", "add", "default", "via", BoxInAddr)
+	l.Server.MustRun("ip", "addr", "add", ServerAddr+"/24", "dev", "eth0")
+	l.Server.MustRun("ip", "link", "set", "eth0", "up")
+	l.Server.MustRun("ip", "route", "add", "default", "via", BoxOutAddr)
+	l.Box.MustRun("ip", "addr", "add", BoxInAddr+"/24", "dev", BoxClientDev)
+	l.Box.MustRun("ip", "addr", "add", BoxOutAddr+"/24", "dev", BoxServerDev)
+	l.Box.MustRun("ip", "link", "set", BoxClientDev, "up")
+	l.Box.MustRun("ip", "link", "set", BoxServerDev, "up")
+	l.Box.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
+	l.SetRules()
+	return l
+}
+
+func run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// Command returns a command that runs in h (ip netns exec, which execs the program: its process id
+// is the program's).
+func (h *Host) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", h.Name, name}, args...)...)
+}
+
+// Run runs a command in h and returns its combined output.
+func (h *Host) Run(name string, args ...string) (string, error) {
+	out, err := h.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s in %s: %w\n%s", name, strings.Join(args, " "), h.Name, err, out)
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails the test on error.
+func (h *Host) MustRun(name string, args ...string) string {
+	h.t.Helper()
+	out, err := h.Run(name, args...)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// NFT loads an nftables ruleset (nft -f) into h.
+func (h *Host) NFT(ruleset string) error {
+	cmd := h.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(ruleset)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft in %s: %w\n%s\nruleset:\n%s", h.Name, err, out, ruleset)
+	}
+	return nil
+}
+
+// Do runs f on an OS thread switched into h's namespace. Sockets f creates belong to h and keep
+// working from any goroutine afterwards.
+func (h *Host) Do(f func() error) error {
+	target, err := os.Open("/run/netns/" + h.Name)
+	if err != nil {
+		return err
+	}
+	defer target.Close()
+	errc := make(chan error, 1)
+	go func() {
+		// A thread whose namespace could not be restored is never unlocked: the runtime ends it
+		// with the goroutine instead of reusing it.
+		runtime.LockOSThread()
+		orig, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns %s: %w", h.Name, err)
+			return
+		}
+		ferr := f()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("setns back: %w", err)
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// DialContext dials from h. It fits client.Config.Dial and http.Transport.DialContext.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := h.Do(func() error {
+		var err error
+		c, err = (&net.Dialer{KeepAlive: -1}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen listens in h.
+func (h *Host) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := h.Do(func() error {
+		var err error
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
+// SetRules replaces the box's forward filter with rules (nft rule statements, one per string) after
+// the fixed first rule that drops packets conntrack calls invalid — so that a connection whose state
+// the box forgot is dead, as behind a real stateful firewall.
+func (l *Lab) SetRules(rules ...string) {
+	l.t.Helper()
+	var b bytes.Buffer
+	b.WriteString("table inet lab\ndelete table inet lab\ntable inet lab {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy accept;\n\t\tct state invalid drop\n")
+	for _, r := range rules {
+		fmt.Fprintf(&b, "\t\t%s\n", r)
+	}
+	b.WriteString("\t}\n}\n")
+	if err := l.Box.NFT(b.String()); err != nil {
+		l.t.Fatal(err)
+	}
+}
+
+// Reject is the rule that refuses TCP to port with a reset; Drop the one that drops it silently.
+func Reject(port int) string { return fmt.Sprintf("tcp dport %d reject with tcp reset", port) }
+func Drop(port int) string   { return fmt.Sprintf("tcp dport %d drop", port) }
+
+// Blackhole is the rule that drops both directions of the connections from client port p.
+func Blackhole(p int) []string {
+	return []string{fmt.Sprintf("tcp sport %d drop", p), fmt.Sprintf("tcp dport %d drop", p)}
+}
+
+// IdleTimeout makes the box forget established TCP connections idle for secs seconds (the
+// conntrack timeout, with loose pickup off so that a forgotten connection's packets are invalid and
+// dropped).
+func (l *Lab) IdleTimeout(secs int) {
+	l.t.Helper()
+	l.Box.MustRun("sysctl", "-qw", fmt.Sprintf("net.netfilter.nf_conntrack_tcp_timeout_established=%d", secs),
+		"net.netfilter.nf_conntrack_tcp_loose=0")
+}
+
+// Netem puts latency and loss on the box's link to the server (both directions pass it once), e.g.
+// Netem("delay", "50ms", "loss", "1%").
+func (l *Lab) Netem(args ...string) {
+	l.t.Helper()
+	l.Box.MustRun("tc", append([]string{"qdisc", "replace", "dev", BoxServerDev, "root", "netem"}, args...)...)
+}
+
+// ClientPorts returns the local ports of the client host's established TCP connections to
+// remotePort.
+func (l *Lab) ClientPorts(remotePort int) []int {
+	l.t.Helper()
+	out := l.Client.MustRun("ss", "-Htn", "state", "established", fmt.Sprintf("( dport = :%d )", remotePort))
+	var ports []int
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(f[2]); err == nil {
+			var p int
+			fmt.Sscan(port, &p)
+			ports = append(ports, p)
+		}
+	}
+	return ports
+}

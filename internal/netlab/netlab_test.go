@@ -1,0 +1,130 @@
+package netlab
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// serve accepts in the server host on port and echoes a greeting.
+func serve(t *testing.T, l *Lab, port int) {
+	ln, err := l.Server.Listen("tcp", fmt.Sprintf("%s:%d", ServerAddr, port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); io.WriteString(c, "hello\n"); io.Copy(io.Discard, c) }()
+		}
+	}()
+}
+
+func dial(l *Lab, port int, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.Client.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", ServerAddr, port))
+}
+
+func TestRouteRejectDrop(t *testing.T) {
+	l := New(t)
+	serve(t, l, 5222)
+	c, err := dial(l, 5222, 3*time.Second)
+	if err != nil {
+		t.Fatalf("client cannot reach the server through the box: %v", err)
+	}
+	if line, err := bufio.NewReader(c).ReadString('\n'); err != nil || line != "hello\n" {
+		t.Fatalf("read %q, %v", line, err)
+	}
+	c.Close()
+
+	l.SetRules(Reject(5222))
+	if _, err := dial(l, 5222, 3*time.Second); !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Fatalf("REJECT: dial error %v, want connection refused", err)
+	}
+	l.SetRules(Drop(5222))
+	start := time.Now()
+	if _, err := dial(l, 5222, 500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("DROP: dial error %v after %v, want a timeout", err, time.Since(start))
+	}
+}
+
+func TestTLSOnly443(t *testing.T) {
+	Require(t, "nginx")
+	l := New(t)
+	serve(t, l, 443) // not TLS itself: what passes nginx gets the greeting
+	l.TLSOnly443(fmt.Sprintf("%s:%d", ServerAddr, 443))
+
+	// Raw bytes are cut off.
+	c, err := dial(l, 443, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "CHD\x01 not tls")
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(c); len(b) != 0 || err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("non-TLS on 443: read %q, %v; want the connection closed without data", b, err)
+	}
+	c.Close()
+
+	// A TLS ClientHello is passed on (our plain server then answers with its greeting).
+	c, err = dial(l, 443, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	go tls.Client(c, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(c).ReadString('\n'); line != "hello\n" {
+		t.Fatalf("TLS on 443 was not passed on: read %q, %v", line, err)
+	}
+}
+
+func TestSquidConnect443Only(t *testing.T) {
+	Require(t, "squid")
+	l := New(t)
+	serve(t, l, 443)
+	serve(t, l, 5222)
+	l.Squid()
+	if _, err := dial(l, 443, 500*time.Millisecond); err == nil {
+		t.Fatal("the client reaches the server directly; squid should be the only way out")
+	}
+	connect := func(port int) (string, *bufio.Reader) {
+		c, err := l.Client.DialContext(context.Background(), "tcp", fmt.Sprintf("%s:%d", BoxInAddr, SquidPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		fmt.Fprintf(c, "CONNECT %s:%d HTTP/1.1\r\nHost: %s:%d\r\n\r\n", ServerAddr, port, ServerAddr, port)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodConnect})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Status, br
+	}
+	if st, _ := connect(5222); !strings.HasPrefix(st, "403") {
+		t.Fatalf("CONNECT to 5222: %s, want 403", st)
+	}
+	st, br := connect(443)
+	if !strings.HasPrefix(st, "200") {
+		t.Fatalf("CONNECT to 443: %s, want 200", st)
+	}
+	if line, err := br.ReadString('\n'); line != "hello\n" {
+		t.Fatalf("through the tunnel: %q, %v", line, err)
+	}
+}

@@ -1,0 +1,106 @@
+package netlab
+
+import (
+	"bytes"
+	"context"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Proc is a program running in a host. Its output is kept for failure messages.
+type Proc struct {
+	t    testing.TB
+	Host *Host
+	Args []string
+	pid  int
+	out  *syncBuffer
+	done chan struct{}
+}
+
+// syncBuffer is a bytes.Buffer safe for the writer goroutines of exec and a reading test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start starts name in h; the test's cleanup stops it (SIGTERM, then SIGKILL).
+func (h *Host) Start(name string, args ...string) *Proc {
+	h.t.Helper()
+	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(syncBuffer), done: make(chan struct{})}
+	cmd := h.Command(name, args...)
+	cmd.Stdout, cmd.Stderr = p.out, p.out
+	if err := cmd.Start(); err != nil {
+		h.t.Fatal(err)
+	}
+	p.pid = cmd.Process.Pid
+	go func() { cmd.Wait(); close(p.done) }()
+	h.t.Cleanup(p.Stop)
+	return p
+}
+
+// Output returns what the program printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Exited is closed when the program ended.
+func (p *Proc) Exited() <-chan struct{} { return p.done }
+
+// Kill sends SIGKILL and waits for the end.
+func (p *Proc) Kill() {
+	syscall.Kill(p.pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Stop sends SIGTERM, and SIGKILL after 10 s.
+func (p *Proc) Stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	syscall.Kill(p.pid, syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		p.t.Logf("%s did not stop on SIGTERM; killing it", p.Args[0])
+		p.Kill()
+	}
+}
+
+// WaitListening waits until something in h accepts TCP on addr, or fails the test when timeout
+// passes or p exits first.
+func (h *Host) WaitListening(p *Proc, addr string, timeout time.Duration) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		c, err := h.DialContext(ctx, "tcp", addr)
+		cancel()
+		if err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case <-p.done:
+			h.t.Fatalf("%s exited before listening on %s:\n%s", p.Args[0], addr, p.Output())
+		default:
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s not listening on %s after %v: %v\n%s", p.Args[0], addr, timeout, err, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a starting process
+	}
+}

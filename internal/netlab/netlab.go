@@ -270,3 +270,25 @@ func (l *Lab) ClientPorts(remotePort int) []int {
 	}
 	return ports
 }
+
+// Counter returns the packets counted by the rule of SetRules with a counter and the comment name
+// (`… counter comment "NAME"`).
+func (l *Lab) Counter(name string) int {
+	l.t.Helper()
+	out := l.Box.MustRun("nft", "list", "ruleset")
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.Contains(line, "counter") || !strings.Contains(line, "comment \""+name+"\"") {
+			continue
+		}
+		f := strings.Fields(line)
+		for i := range f {
+			if f[i] == "packets" && i+1 < len(f) {
+				var n int
+				fmt.Sscan(f[i+1], &n)
+				return n
+			}
+		}
+	}
+	l.t.Fatalf("no counter %q in the box's ruleset:\n%s", name, out)
+	return 0
+}

@@ -15,23 +15,24 @@ type Proc struct {
 	Host *Host
 	Args []string
 	pid  int
-	out  *syncBuffer
+	out  *Buffer
 	done chan struct{}
 }
 
-// syncBuffer is a bytes.Buffer safe for the writer goroutines of exec and a reading test.
-type syncBuffer struct {
+// Buffer is a bytes.Buffer that is safe for concurrent use: for the output of programs and loggers
+// that tests read while they write.
+type Buffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *Buffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *Buffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
@@ -40,7 +41,7 @@ func (s *syncBuffer) String() string {
 // Start starts name in h; the test's cleanup stops it (SIGTERM, then SIGKILL).
 func (h *Host) Start(name string, args ...string) *Proc {
 	h.t.Helper()
-	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(syncBuffer), done: make(chan struct{})}
+	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(Buffer), done: make(chan struct{})}
 	cmd := h.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	if err := cmd.Start(); err != nil {

@@ -128,3 +128,53 @@ func TestSquidConnect443Only(t *testing.T) {
 		t.Fatalf("through the tunnel: %q, %v", line, err)
 	}
 }
+
+// TestIdleTimeout: the box forgets an idle connection after the conntrack timeout and then drops its
+// packets: the client's next write is never answered, and the server never sees it.
+func TestIdleTimeout(t *testing.T) {
+	l := New(t)
+	l.IdleTimeout(2)
+	got := make(chan string, 1)
+	ln, err := l.Server.Listen("tcp", ServerAddr+":5222")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			got <- line
+		}
+	}()
+	c, err := dial(l, 5222, 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "one\n")
+	if line := <-got; line != "one\n" {
+		t.Fatalf("got %q", line)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for strings.Contains(l.Box.MustRun("conntrack", "-L"), "dport=5222") {
+		if time.Now().After(deadline) {
+			t.Fatal("the box did not forget the idle connection")
+		}
+		time.Sleep(100 * time.Millisecond) // polling conntrack
+	}
+	io.WriteString(c, "two\n")
+	select {
+	case line := <-got:
+		t.Fatalf("the server got %q after the box forgot the connection", line)
+	case <-time.After(2 * time.Second): // the write is retransmitted and dropped meanwhile
+	}
+}

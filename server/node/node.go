@@ -188,13 +188,16 @@ func Start(cfg Config) (n *Node, err error) {
 		}
 	}()
 
-	// Listeners first, so that the published ports are known.
-	chatLn, err := net.Listen("tcp", cfg.ChatListen)
+	// Listeners first, so that the published ports are known. Without TCP keepalive: keeping a
+	// connection alive through middleboxes is the client's job (its pings and keepalive, N2), and the
+	// server ends silent clients by its idle rule; probes from every idle connection would only cost.
+	lc := net.ListenConfig{KeepAlive: -1}
+	chatLn, err := lc.Listen(context.Background(), "tcp", cfg.ChatListen)
 	if err != nil {
 		return nil, fmt.Errorf("node: chat listener: %w", err)
 	}
 	n.ChatAddr = chatLn.Addr()
-	httpsLn, err := net.Listen("tcp", cfg.HTTPSListen)
+	httpsLn, err := lc.Listen(context.Background(), "tcp", cfg.HTTPSListen)
 	if err != nil {
 		chatLn.Close()
 		return nil, fmt.Errorf("node: 443 listener: %w", err)

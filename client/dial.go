@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/chatd-dev/chatd/transport"
@@ -303,6 +305,9 @@ func (c *Client) runAttempt(a *attempt, events chan<- raceEvent) {
 		tc.Close()
 		if errors.Is(err, errRaceLost) {
 			return
+		}
+		if a.ep.Transport == transport.TransportTCP && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) {
+			err = fmt.Errorf("%w (the stream was cut during the chatd handshake: a firewall or proxy that passes only TLS? the tls and ws transports get through those)", err)
 		}
 		fail(fmt.Errorf("%s: %w", a.ep, err))
 		return

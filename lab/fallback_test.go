@@ -100,7 +100,9 @@ func TestTLSOnlyMiddlebox(t *testing.T) {
 	if st := b.Status(); st.State == client.Connected {
 		t.Fatalf("raw chatd got through the TLS-only middlebox: %+v", st)
 	}
-	t.Logf("raw chatd alone: %s", b.Status().LastError)
+	if e := b.Status().LastError; !strings.Contains(e, "passes only TLS") {
+		t.Errorf("the raw-only client's error does not explain the middlebox: %s", e)
+	}
 }
 
 // TestSquidProxy is N8: the client's only way out is squid, which allows CONNECT to 443 only.

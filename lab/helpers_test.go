@@ -48,7 +48,7 @@ func TestMain(m *testing.M) {
 // server is chatd running in the lab's server host, published at netlab.ServerAddr: raw chatd on
 // 5222, TLS and WebSocket (and raw chatd) on 443.
 type server struct {
-	t    *testing.T
+	t    testing.TB
 	l    *netlab.Lab
 	p    *netlab.Proc
 	args []string
@@ -59,7 +59,7 @@ type server struct {
 	eps  []transport.Endpoint
 }
 
-func startChatd(t *testing.T, l *netlab.Lab, extra ...string) *server {
+func startChatd(t testing.TB, l *netlab.Lab, extra ...string) *server {
 	t.Helper()
 	s := &server{t: t, l: l, data: t.TempDir()}
 	s.args = append([]string{"serve", "--dev", "--data", s.data,

@@ -1,0 +1,65 @@
+package lab
+
+import (
+	"context"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/internal/netlab"
+)
+
+// BenchmarkFallback measures how long a fresh client takes to connect (the race, the handshake and
+// the login: Status.DialTime) from the lab's client host, with 5222 open, REJECTed and DROPped at the
+// box, optionally with latency on the path. Reported as dial-ms (mean) and max-dial-ms.
+//
+//	go test -run '^$' -bench Fallback -benchtime 50x ./lab/
+func BenchmarkFallback(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		rules []string
+		netem []string
+	}{
+		{"open", nil, nil},
+		{"reject", []string{netlab.Reject(5222)}, nil},
+		{"drop", []string{netlab.Drop(5222)}, nil},
+		{"drop+loss5%", []string{netlab.Drop(5222), netlab.Loss(5)}, nil},
+		{"drop+rtt40ms", []string{netlab.Drop(5222)}, []string{"delay", "20ms"}}, // needs netem
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			l := netlab.New(b)
+			s := startChatd(b, l)
+			dev := s.register(s.reg(l.Server, nil), "15550000091")
+			l.SetRules(bc.rules...)
+			if bc.netem != nil {
+				l.Netem(bc.netem...)
+			}
+			var total, worst time.Duration
+			b.ResetTimer()
+			for range b.N {
+				c, err := client.New(client.Config{Endpoints: s.eps, RootCAs: s.pool, ServerKey: s.key, DeviceKey: dev,
+					Dial: l.Client.DialContext, ReprobeInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				done := make(chan struct{})
+				go func() { c.Run(ctx); close(done) }()
+				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+				err = c.WaitConnected(wctx)
+				wcancel()
+				d := c.Status().DialTime
+				cancel()
+				<-done
+				if err != nil {
+					b.Fatalf("not connected: %+v", c.Status())
+				}
+				total += d
+				worst = max(worst, d)
+			}
+			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "dial-ms")
+			b.ReportMetric(float64(worst.Microseconds())/1000, "max-dial-ms")
+		})
+	}
+}

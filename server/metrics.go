@@ -31,7 +31,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		Registry: reg,
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_connections_accepted_total",
-			Help: "Chat connections accepted, by local port and transport (tcp: raw chatd, tls: chatd inside TLS).",
+			Help: "Chat connections accepted, by local port and transport (tcp: raw chatd, tls: chatd inside TLS, ws: chatd in a WebSocket over HTTPS).",
 		}, []string{"port", "transport"}),
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "chatd_connections",

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sync"
@@ -24,6 +25,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/webhook"
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/internal/run"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // DBFile is the database in the data folder.
@@ -42,6 +44,12 @@ type Config struct {
 	// ServerCAFile is a PEM file of the CA that signed chatd's certificate (dev mode's ca.pem); ""
 	// means the system roots.
 	ServerCAFile string
+	// Proxy chooses the HTTP CONNECT proxy of the chat connection and of the HTTPS registration and
+	// config requests alike; nil means direct. cmd/bizapi passes transport.ProxyFromEnvironment()
+	// (HTTPS_PROXY, NO_PROXY) or transport.ProxyURL of its proxy setting.
+	Proxy transport.ProxyFunc
+	// Only443 restricts the chat connection to the 443 path: port 5222 is never dialled (N5).
+	Only443 bool
 	// AdminPassword is the initial password of the "admin" user, created on first start; it must be
 	// changed at the first login. "" means "secret", as On-Premises.
 	AdminPassword string
@@ -89,6 +97,10 @@ func Start(cfg Config) (d *Daemon, err error) {
 	}
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:8080"
+	}
+	proxy, err := proxyFor(cfg.Proxy, cfg.ServerURL)
+	if err != nil {
+		return nil, err
 	}
 	var roots *x509.CertPool
 	if cfg.ServerCAFile != "" {
@@ -152,6 +164,8 @@ func Start(cfg Config) (d *Daemon, err error) {
 		Store:            st,
 		ServerURL:        cfg.ServerURL,
 		RootCAs:          roots,
+		Proxy:            cfg.Proxy,
+		Only443:          cfg.Only443,
 		WantStatus:       func(s string) bool { return live.Get().StatusCallback(s) },
 		PersistCallbacks: func() bool { return persist },
 		Memory:           mem,
@@ -217,8 +231,30 @@ func Start(cfg Config) (d *Daemon, err error) {
 		return nil
 	})
 	log.Info("bizapi serving", "api", ln.Addr().String(), "chatd", cfg.ServerURL, "data", cfg.DataDir,
-		"callback_persist", persist)
+		"proxy", proxy, "only_443", cfg.Only443, "callback_persist", persist)
 	return d, nil
+}
+
+// proxyFor describes the proxy that proxy chooses for the server at serverURL, for logs: its URL
+// without the password, or "direct". It fails when proxy cannot choose (an invalid HTTPS_PROXY),
+// so that the start stops with a clear error instead of every request failing later.
+func proxyFor(proxy transport.ProxyFunc, serverURL string) (string, error) {
+	if proxy == nil {
+		return "direct", nil
+	}
+	u, err := url.Parse(serverURL)
+	if err != nil {
+		return "", fmt.Errorf("bizapi: chatd server URL %q: %w", serverURL, err)
+	}
+	p, err := proxy(&http.Request{Method: http.MethodGet, URL: u, Host: u.Host, Header: http.Header{}})
+	switch {
+	case err != nil:
+		// The error may repeat the proxy URL with its password: leave it out.
+		return "", fmt.Errorf("bizapi: the proxy for %s is not a valid URL (check the proxy setting, or HTTPS_PROXY and https_proxy)", u.Host)
+	case p == nil:
+		return "direct", nil
+	}
+	return p.Redacted(), nil
 }
 
 func loadSettings(ctx context.Context, st store.Store, cfg Config) (*settings.Live, error) {

@@ -4,8 +4,8 @@
 //
 // Parts, each its own package:
 //
-//	store     durable state (SQLite now, PostgreSQL later): users, tokens, settings, account, outbox,
-//	          inbox, webhook callbacks; group commit
+//	store     durable state (SQLite now, PostgreSQL later): users, tokens, settings, account, the
+//	          last good chat endpoint, outbox, inbox, webhook callbacks; group commit
 //	settings  the application settings (GET/PATCH/DELETE /v1/settings/application) with defaults
 //	webhook   the callback payloads (On-Premises shapes) and the dispatcher that posts them
 //	gateway   the chatd connection: sends the outbox, stores what arrives, turns acks and receipts

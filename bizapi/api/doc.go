@@ -55,26 +55,39 @@
 // # GET /v1/health
 //
 //	{"health":{"gateway_status":"connected",
-//	   "gateway":{"phone":"15551234567","path":{"addr":"chat.example:5222","port":5222,"transport":"tcp"},
-//	              "since":"2026-03-01T12:00:00Z","rtt_ms":1.234,"reconnects":0,
+//	   "gateway":{"phone":"15551234567",
+//	              "path":{"addr":"chat.example:5222","port":5222,"transport":"tcp","proxy":""},
+//	              "network":"ok","network_problem":"",
+//	              "since":"2026-03-01T12:00:00Z","dial_ms":12.5,"rtt_ms":1.234,"reconnects":0,
 //	              "last_close":"","last_error":"","config_error":""}},
 //	 "meta":{…}}
 //
 // gateway_status is the On-Premises field: connected, connecting, disconnected, uninitialized or
-// unregistered. "gateway" is our extension (gateway.Health): the number, the path in use (or last
-// used), when the status last changed, the last ping round trip in milliseconds, reconnects since
-// start, why the last connection ended, and config_error when the start-up config fetch over HTTPS
-// failed and the cached config is in use (N7). Empty strings and zeros mean "not known yet".
+// unregistered. "gateway" is our extension (gateway.Health): the number; the path in use (or last
+// used): address, port, transport (tcp, tls or ws) and the HTTP proxy it goes through, without its
+// password ("" when direct); network, "unsupported" when network_problem is set (connected on 5222
+// while the 443 path fails, N5: the text says what failed and what to open), "ok" while connected
+// with nothing known to be wrong, "" when not connected; when the status last changed (while
+// connected: when the connection logged in); how long the last successful connect took (dial_ms:
+// the race of the endpoints, the handshake and the login); the last ping round trip in milliseconds;
+// reconnects since start; why the last connection ended; and config_error when the start-up config
+// fetch over HTTPS failed and the cached config is in use (N7). Empty strings and zeros mean "not
+// known yet".
 //
 // # GET /v1/metrics
 //
 // Prometheus text of Config.Registry: bizapi_http_requests_total{endpoint,code},
 // bizapi_http_request_duration_seconds{endpoint}, bizapi_api_errors_total{code} (On-Premises
 // codes), and, read at scrape time, bizapi_outbox_unsent, bizapi_callbacks_pending,
-// bizapi_messages_outbound, bizapi_messages_inbound (Store.Stats), bizapi_gateway_status{status}
-// (1 for the current status, 0 for the others), bizapi_gateway_reconnects_total and
-// bizapi_gateway_rtt_seconds (Gateway.Health). A failing Store.Stats leaves the other metrics
-// served and is logged.
+// bizapi_messages_outbound, bizapi_messages_inbound (Store.Stats), and from Gateway.Health:
+// bizapi_gateway_status{status} (1 for the current status, 0 for the others),
+// bizapi_gateway_reconnects_total, bizapi_gateway_rtt_seconds,
+// bizapi_gateway_path_info{addr,port,transport,proxy} (1 for the path in use or last used; absent
+// before the first), bizapi_gateway_connected_since_seconds (Unix time of the current login, 0 when
+// not connected), bizapi_gateway_dial_seconds (the last successful connect),
+// bizapi_gateway_closes_total{reason} (ends of logged-in connections since start, by close reason)
+// and bizapi_gateway_network_unsupported (1 while network_problem is set). A failing Store.Stats
+// leaves the other metrics served and is logged.
 //
 // # Requests
 //

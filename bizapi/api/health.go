@@ -25,21 +25,33 @@ type healthResponse struct {
 }
 
 type gatewayHealth struct {
-	Phone       string      `json:"phone"`
-	Path        gatewayPath `json:"path"`
-	Since       string      `json:"since"` // RFC 3339 UTC; "" when unknown
-	RTTMS       float64     `json:"rtt_ms"`
-	Reconnects  int         `json:"reconnects"`
-	LastClose   string      `json:"last_close"`
-	LastError   string      `json:"last_error"`
-	ConfigError string      `json:"config_error"`
+	Phone string      `json:"phone"`
+	Path  gatewayPath `json:"path"`
+	// Network is "unsupported" when NetworkProblem is set, "ok" while connected with nothing known
+	// to be wrong, "" otherwise (not connected: nothing is known).
+	Network        string  `json:"network"`
+	NetworkProblem string  `json:"network_problem"`
+	Since          string  `json:"since"` // RFC 3339 UTC; "" when unknown
+	DialMS         float64 `json:"dial_ms"`
+	RTTMS          float64 `json:"rtt_ms"`
+	Reconnects     int     `json:"reconnects"`
+	LastClose      string  `json:"last_close"`
+	LastError      string  `json:"last_error"`
+	ConfigError    string  `json:"config_error"`
 }
 
 type gatewayPath struct {
 	Addr      string `json:"addr"`
 	Port      int    `json:"port"`
 	Transport string `json:"transport"`
+	Proxy     string `json:"proxy"` // without the password; "" when direct
 }
+
+// Values of gatewayHealth.Network.
+const (
+	networkOK          = "ok"
+	networkUnsupported = "unsupported"
+)
 
 // health: GET /v1/health (bearer token or Apikey).
 func (h *Handler) health(w http.ResponseWriter, _ *http.Request, _ identity) error {
@@ -47,18 +59,31 @@ func (h *Handler) health(w http.ResponseWriter, _ *http.Request, _ identity) err
 	var resp healthResponse
 	resp.Health.GatewayStatus = g.GatewayStatus
 	resp.Health.Gateway = gatewayHealth{
-		Phone:       g.Phone,
-		Path:        gatewayPath{Addr: g.Addr, Port: g.Port, Transport: g.Transport},
-		RTTMS:       math.Round(float64(g.RTT)/float64(time.Microsecond)) / 1000,
-		Reconnects:  g.Reconnects,
-		LastClose:   g.LastClose,
-		LastError:   g.LastError,
-		ConfigError: g.ConfigError,
+		Phone:          g.Phone,
+		Path:           gatewayPath{Addr: g.Addr, Port: g.Port, Transport: g.Transport, Proxy: g.Proxy},
+		NetworkProblem: g.NetworkProblem,
+		DialMS:         millis(g.DialTime),
+		RTTMS:          millis(g.RTT),
+		Reconnects:     g.Reconnects,
+		LastClose:      g.LastClose,
+		LastError:      g.LastError,
+		ConfigError:    g.ConfigError,
+	}
+	switch {
+	case g.NetworkProblem != "":
+		resp.Health.Gateway.Network = networkUnsupported
+	case g.GatewayStatus == gateway.StatusConnected:
+		resp.Health.Gateway.Network = networkOK
 	}
 	if !g.Since.IsZero() {
 		resp.Health.Gateway.Since = g.Since.UTC().Format(time.RFC3339)
 	}
 	return h.writeJSON(w, http.StatusOK, resp)
+}
+
+// millis is d in milliseconds, to the microsecond.
+func millis(d time.Duration) float64 {
+	return math.Round(float64(d)/float64(time.Microsecond)) / 1000
 }
 
 // serveMetrics: GET /v1/metrics (bearer token or Apikey), Prometheus text format. On-Premises'
@@ -119,6 +144,17 @@ func newMetrics(h *Handler) (*metrics, error) {
 			"Chat connections made after the first since bizapi started.", nil, nil),
 		rtt: prometheus.NewDesc("bizapi_gateway_rtt_seconds",
 			"Last ping round trip to chatd (0 before the first).", nil, nil),
+		pathInfo: prometheus.NewDesc("bizapi_gateway_path_info",
+			"1 for the chat path in use (or last used): address, port, transport (tcp, tls, ws) and HTTP proxy (without password; \"\" when direct).",
+			[]string{"addr", "port", "transport", "proxy"}, nil),
+		connectedSince: prometheus.NewDesc("bizapi_gateway_connected_since_seconds",
+			"When the current chat connection logged in, in Unix seconds; 0 when not connected.", nil, nil),
+		dial: prometheus.NewDesc("bizapi_gateway_dial_seconds",
+			"How long the last successful connect took: the race of the endpoints, the handshake and the login.", nil, nil),
+		closes: prometheus.NewDesc("bizapi_gateway_closes_total",
+			"Ends of logged-in chat connections since start, by close reason (health last_close).", []string{"reason"}, nil),
+		unsupported: prometheus.NewDesc("bizapi_gateway_network_unsupported",
+			"1 while the network is known not to meet the requirements (health network_problem: 5222 open, 443 closed), else 0.", nil, nil),
 	}
 	for _, c := range []prometheus.Collector{m.requests, m.latency, m.errors, sc} {
 		if err := h.registry.Register(c); err != nil {
@@ -144,10 +180,13 @@ type scrapeCollector struct {
 	h                                    *Handler
 	unsent, callbacks, outbound, inbound *prometheus.Desc
 	status, reconnects, rtt              *prometheus.Desc
+	pathInfo, connectedSince, dial       *prometheus.Desc
+	closes, unsupported                  *prometheus.Desc
 }
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.unsent, c.callbacks, c.outbound, c.inbound, c.status, c.reconnects, c.rtt} {
+	for _, d := range []*prometheus.Desc{c.unsent, c.callbacks, c.outbound, c.inbound, c.status, c.reconnects, c.rtt,
+		c.pathInfo, c.connectedSince, c.dial, c.closes, c.unsupported} {
 		ch <- d
 	}
 }
@@ -180,6 +219,24 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.reconnects, prometheus.CounterValue, float64(g.Reconnects))
 	ch <- prometheus.MustNewConstMetric(c.rtt, prometheus.GaugeValue, g.RTT.Seconds())
+	if g.Addr != "" {
+		ch <- prometheus.MustNewConstMetric(c.pathInfo, prometheus.GaugeValue, 1,
+			g.Addr, strconv.Itoa(g.Port), g.Transport, g.Proxy)
+	}
+	since := 0.0
+	if g.GatewayStatus == gateway.StatusConnected && !g.Since.IsZero() {
+		since = float64(g.Since.UnixMilli()) / 1000
+	}
+	ch <- prometheus.MustNewConstMetric(c.connectedSince, prometheus.GaugeValue, since)
+	ch <- prometheus.MustNewConstMetric(c.dial, prometheus.GaugeValue, g.DialTime.Seconds())
+	for reason, n := range g.Closes {
+		ch <- prometheus.MustNewConstMetric(c.closes, prometheus.CounterValue, float64(n), reason)
+	}
+	unsupported := 0.0
+	if g.NetworkProblem != "" {
+		unsupported = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.unsupported, prometheus.GaugeValue, unsupported)
 }
 
 // promLogger sends promhttp's errors to slog.

@@ -23,25 +23,46 @@ func TestHealth(t *testing.T) {
 	e.gw.mu.Lock()
 	e.gw.health = gateway.Health{
 		GatewayStatus: gateway.StatusConnected, Phone: "15551234567",
-		Addr: "chat.example:443", Port: 443, Transport: "tls",
-		Since: time.Date(2026, 3, 1, 13, 0, 0, 0, time.FixedZone("x", 3600)), RTT: 1234567 * time.Nanosecond,
+		Addr: "chat.example:443", Port: 443, Transport: "tls", Proxy: "http://bob:xxxxx@proxy.corp:3128",
+		DialTime: 250400 * time.Microsecond,
+		Since:    time.Date(2026, 3, 1, 13, 0, 0, 0, time.FixedZone("x", 3600)), RTT: 1234567 * time.Nanosecond,
 		Reconnects: 2, LastClose: "ping_timeout", LastError: "read: connection reset", ConfigError: "GET /v1/config: timeout",
 	}
 	e.gw.mu.Unlock()
 	r := e.do("GET", "/v1/health", tok, "").wantStatus(http.StatusOK)
 	want := `{"health":{"gateway_status":"connected","gateway":{"phone":"15551234567",` +
-		`"path":{"addr":"chat.example:443","port":443,"transport":"tls"},"since":"2026-03-01T12:00:00Z",` +
+		`"path":{"addr":"chat.example:443","port":443,"transport":"tls","proxy":"http://bob:xxxxx@proxy.corp:3128"},` +
+		`"network":"ok","network_problem":"","since":"2026-03-01T12:00:00Z","dial_ms":250.4,` +
 		`"rtt_ms":1.235,"reconnects":2,"last_close":"ping_timeout","last_error":"read: connection reset",` +
 		`"config_error":"GET /v1/config: timeout"}},"meta":{"api_status":"stable","version":"2.1.0"}}`
 	if string(r.body) != want {
 		t.Fatalf("health\n got %s\nwant %s", r.body, want)
 	}
+
+	// Connected on 5222 while 443 fails: unsupported, and health says so plainly.
+	problem := "connected over chat.example:5222/tcp, but the 443 path fails (…). This network is unsupported: …"
+	e.gw.mu.Lock()
+	e.gw.health = gateway.Health{GatewayStatus: gateway.StatusConnected, Addr: "chat.example:5222", Port: 5222,
+		Transport: "tcp", NetworkProblem: problem}
+	e.gw.mu.Unlock()
+	var h healthResponse
+	r = e.do("GET", "/v1/health", tok, "").wantStatus(http.StatusOK)
+	if err := json.Unmarshal(r.body, &h); err != nil {
+		t.Fatal(err)
+	}
+	if g := h.Health.Gateway; h.Health.GatewayStatus != "connected" || g.Network != "unsupported" || g.NetworkProblem != problem ||
+		g.Path.Proxy != "" || g.DialMS != 0 {
+		t.Fatalf("health with a network problem: %s", r.body)
+	}
+
 	e.gw.mu.Lock()
 	e.gw.health = gateway.Health{GatewayStatus: gateway.StatusUnregistered}
 	e.gw.mu.Unlock()
 	r = e.do("GET", "/v1/health", tok, "").wantStatus(http.StatusOK)
-	if !strings.Contains(string(r.body), `"gateway_status":"unregistered"`) || !strings.Contains(string(r.body), `"since":""`) {
-		t.Fatalf("health %s", r.body)
+	for _, want := range []string{`"gateway_status":"unregistered"`, `"since":""`, `"network":""`, `"network_problem":""`} {
+		if !strings.Contains(string(r.body), want) {
+			t.Fatalf("health %s lacks %s", r.body, want)
+		}
 	}
 }
 
@@ -49,8 +70,12 @@ func TestMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	e := newEnv(t, func(c *Config) { c.Registry = reg; c.APIKey = "monitoring-key-1" })
 	tok := bearer(e.token())
+	since := time.Date(2026, 3, 1, 12, 0, 0, 500e6, time.UTC)
 	e.gw.mu.Lock()
 	e.gw.health.Reconnects, e.gw.health.RTT = 3, 20*time.Millisecond
+	e.gw.health.Addr, e.gw.health.Port, e.gw.health.Transport = "chat.example:443", 443, "ws"
+	e.gw.health.Proxy, e.gw.health.DialTime, e.gw.health.Since = "http://bob:xxxxx@proxy.corp:3128", 1500*time.Millisecond, since
+	e.gw.health.Closes = map[string]int64{"pong_timeout": 2, "server_shutdown": 1}
 	e.gw.mu.Unlock()
 	e.do("POST", "/v1/messages", tok, `{"to":"15551234567","text":{"body":"one"}}`).wantStatus(http.StatusCreated)
 	e.do("POST", "/v1/messages", tok, `{"to":"15551234567","text":{"body":"two"}}`).wantStatus(http.StatusCreated)
@@ -85,6 +110,13 @@ func TestMetrics(t *testing.T) {
 		"# TYPE bizapi_gateway_reconnects_total counter",
 		"bizapi_gateway_reconnects_total 3",
 		"bizapi_gateway_rtt_seconds 0.02",
+		`bizapi_gateway_path_info{addr="chat.example:443",port="443",proxy="http://bob:xxxxx@proxy.corp:3128",transport="ws"} 1`,
+		"bizapi_gateway_connected_since_seconds 1.7723664005e+09",
+		"bizapi_gateway_dial_seconds 1.5",
+		"# TYPE bizapi_gateway_closes_total counter",
+		`bizapi_gateway_closes_total{reason="pong_timeout"} 2`,
+		`bizapi_gateway_closes_total{reason="server_shutdown"} 1`,
+		"bizapi_gateway_network_unsupported 0",
 	} {
 		if !strings.Contains(text, want+"\n") {
 			t.Errorf("metrics lack %q", want)
@@ -104,6 +136,47 @@ func TestMetrics(t *testing.T) {
 	// A second handler in the same registry is refused, not a panic.
 	if _, err := New(Config{Store: e.st, Gateway: e.gw, Registry: reg}); err == nil {
 		t.Fatal("New registered the same metrics twice")
+	}
+}
+
+// Not connected: connected_since is 0 and no path is reported; a known network problem shows.
+func TestMetricsGatewayStates(t *testing.T) {
+	e := newEnv(t, nil)
+	tok := bearer(e.token())
+	scrape := func() string {
+		t.Helper()
+		return string(e.do("GET", "/v1/metrics", tok, "").wantStatus(http.StatusOK).body)
+	}
+	e.gw.mu.Lock()
+	e.gw.health = gateway.Health{GatewayStatus: gateway.StatusConnecting, Since: time.Now()}
+	e.gw.mu.Unlock()
+	text := scrape()
+	for _, want := range []string{"bizapi_gateway_connected_since_seconds 0\n", "bizapi_gateway_dial_seconds 0\n",
+		"bizapi_gateway_network_unsupported 0\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("connecting: metrics lack %q", want)
+		}
+	}
+	for _, absent := range []string{"bizapi_gateway_path_info{", "bizapi_gateway_closes_total{"} {
+		if strings.Contains(text, absent) {
+			t.Errorf("connecting, nothing known: metrics have %q", absent)
+		}
+	}
+
+	e.gw.mu.Lock()
+	e.gw.health = gateway.Health{GatewayStatus: gateway.StatusConnected, Since: time.Unix(1772366400, 0),
+		Addr: "chat.example:5222", Port: 5222, Transport: "tcp", NetworkProblem: "the 443 path fails"}
+	e.gw.mu.Unlock()
+	text = scrape()
+	for _, want := range []string{"bizapi_gateway_connected_since_seconds 1.7723664e+09\n",
+		`bizapi_gateway_path_info{addr="chat.example:5222",port="5222",proxy="",transport="tcp"} 1` + "\n",
+		"bizapi_gateway_network_unsupported 1\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("connected, 443 failing: metrics lack %q", want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("metrics:\n%s", text)
 	}
 }
 

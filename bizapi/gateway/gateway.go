@@ -9,7 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
+	"maps"
 	"net/url"
 	"strconv"
 	"sync"
@@ -51,6 +51,13 @@ type Config struct {
 	}
 	// WakeCallbacks is called after a callback was queued.
 	WakeCallbacks func()
+	// Proxy chooses the HTTP CONNECT proxy of the chat connection and of the HTTPS registration and
+	// config requests alike; nil means direct. cmd/bizapi passes transport.ProxyFromEnvironment()
+	// (HTTPS_PROXY, NO_PROXY) or transport.ProxyURL of its proxy setting.
+	Proxy transport.ProxyFunc
+	// Only443 restricts the chat connection to the 443 path (TLS, WebSocket): port 5222 is never
+	// dialled (N5). The server's published only_443 has the same effect; either one is enough.
+	Only443 bool
 	// Client adjusts the chat client's configuration (tests shorten timers; netcheck later).
 	Client func(*client.Config)
 	// MaxInFlight is how many sends may wait for their ack at once. If zero, DefaultMaxInFlight.
@@ -66,18 +73,22 @@ type Gateway struct {
 	log *slog.Logger
 	reg *regclient.Client
 
-	outboxWake chan struct{} // capacity 1
-	readsWake  chan struct{} // capacity 1
-	restart    chan struct{} // capacity 1: the account changed (verified); reconnect
+	outboxWake   chan struct{} // capacity 1
+	readsWake    chan struct{} // capacity 1
+	endpointWake chan struct{} // capacity 1: a login used another endpoint than the saved one
+	restart      chan struct{} // capacity 1: the account changed (verified); reconnect
 
 	mu          sync.Mutex
-	cli         *client.Client // the running chat client, nil when none; guarded by mu
-	status      string         // gateway status when no client runs; guarded by mu
-	since       time.Time      // guarded by mu
-	configError string         // guarded by mu
-	lastErr     string         // guarded by mu
-	phone       string         // guarded by mu
-	connectedCh chan struct{}  // closed when connected; guarded by mu
+	cli         *client.Client   // the running chat client, nil when none; guarded by mu
+	status      string           // gateway status when no client runs; guarded by mu
+	since       time.Time        // guarded by mu
+	configError string           // guarded by mu
+	lastErr     string           // guarded by mu
+	phone       string           // guarded by mu
+	connected   bool             // the running client's last status was Connected; guarded by mu
+	closes      map[string]int64 // ends of logged-in connections by close reason; guarded by mu
+	endpoint    string           // the endpoint of the last login (Endpoint.String); guarded by mu
+	savedEP     string           // the endpoint in the store; guarded by mu
 }
 
 // New returns a gateway for cfg.
@@ -104,15 +115,16 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.WakeCallbacks = func() {}
 	}
 	g := &Gateway{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		reg:         regclient.New(cfg.ServerURL, cfg.RootCAs),
-		outboxWake:  make(chan struct{}, 1),
-		readsWake:   make(chan struct{}, 1),
-		restart:     make(chan struct{}, 1),
-		status:      StatusUninitialized,
-		since:       cfg.Now(),
-		connectedCh: make(chan struct{}),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		reg:          regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy),
+		outboxWake:   make(chan struct{}, 1),
+		readsWake:    make(chan struct{}, 1),
+		endpointWake: make(chan struct{}, 1),
+		restart:      make(chan struct{}, 1),
+		status:       StatusUninitialized,
+		since:        cfg.Now(),
+		closes:       map[string]int64{},
 	}
 	if g.log == nil {
 		g.log = slog.New(slog.DiscardHandler)
@@ -175,7 +187,8 @@ func (g *Gateway) Run(ctx context.Context) error {
 	}
 }
 
-// serve runs one registered account: the chat client, the outbox sender and the read sender.
+// serve runs one registered account: the chat client, the outbox sender, the read sender and the
+// keeper of the last good endpoint.
 func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
 	cfg := g.clientConfig(ctx, acct)
 	cli, err := client.New(cfg)
@@ -183,7 +196,7 @@ func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
 		return err
 	}
 	g.mu.Lock()
-	g.cli, g.phone = cli, acct.Phone
+	g.cli, g.phone, g.connected = cli, acct.Phone, false
 	g.mu.Unlock()
 	defer func() {
 		g.mu.Lock()
@@ -193,9 +206,10 @@ func (g *Gateway) serve(ctx context.Context, acct store.Account) error {
 	// The senders stop with the client, also when it stops on its own (a permanent error).
 	sctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); g.sendOutbox(sctx, cli) }()
 	go func() { defer wg.Done(); g.sendReads(sctx, cli) }()
+	go func() { defer wg.Done(); g.saveEndpoint(sctx) }()
 	err = cli.Run(ctx)
 	cancel()
 	wg.Wait()
@@ -218,8 +232,10 @@ func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.C
 	}
 	cfg := client.Config{
 		Endpoints:     eps,
-		Only443:       cc.Only443,
+		Preferred:     g.preferred(ctx),
+		Only443:       cc.Only443 || g.cfg.Only443,
 		RootCAs:       g.cfg.RootCAs,
+		Proxy:         g.cfg.Proxy,
 		ServerKey:     acct.ServerKey,
 		DeviceKey:     key,
 		Handler:       handler{g},
@@ -296,22 +312,86 @@ func fallbackEndpoints(serverURL string) []transport.Endpoint {
 	}
 }
 
-func (g *Gateway) onStatus(s client.Status) {
-	g.mu.Lock()
-	if s.State == client.Connected {
-		close(g.connectedCh)
-	} else {
-		select {
-		case <-g.connectedCh:
-			g.connectedCh = make(chan struct{})
-		default:
+// preferred returns the endpoint of the last login saved in the store (the zero Endpoint when none),
+// for client.Config.Preferred: the path that worked last is tried first after a restart.
+func (g *Gateway) preferred(ctx context.Context) transport.Endpoint {
+	s, err := g.cfg.Store.LastEndpoint(ctx)
+	if err != nil {
+		g.log.Warn("gateway: reading the last good endpoint; dialling in the default order", "err", err)
+		return transport.Endpoint{}
+	}
+	var ep transport.Endpoint
+	if s != "" {
+		if ep, err = transport.ParseEndpoint(s); err != nil {
+			g.log.Warn("gateway: the saved last good endpoint is invalid; dialling in the default order", "err", err)
+			s = ""
 		}
 	}
+	g.mu.Lock()
+	g.savedEP = s
 	g.mu.Unlock()
-	if s.State == client.Connected {
+	return ep
+}
+
+// saveEndpoint keeps the endpoint of the last login in the store, so that the next start tries it
+// first. It writes only when the endpoint changed, and looks once more when ctx ends, so that a
+// change just before a stop is kept.
+func (g *Gateway) saveEndpoint(ctx context.Context) {
+	for {
+		stopping := false
+		select {
+		case <-ctx.Done():
+			stopping = true
+		case <-g.endpointWake:
+		}
+		g.mu.Lock()
+		ep, saved := g.endpoint, g.savedEP
+		g.mu.Unlock()
+		if ep != "" && ep != saved {
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			err := g.cfg.Store.SaveLastEndpoint(wctx, ep)
+			cancel()
+			if err != nil {
+				g.log.Warn("gateway: saving the last good endpoint", "endpoint", ep, "err", err)
+			} else {
+				g.mu.Lock()
+				g.savedEP = ep
+				g.mu.Unlock()
+			}
+		}
+		if stopping {
+			return
+		}
+	}
+}
+
+// onStatus follows the chat client's status: on a login it wakes the senders and has a new
+// endpoint saved; when a logged-in connection ends it counts the close reason.
+func (g *Gateway) onStatus(s client.Status) {
+	up := s.State == client.Connected
+	g.mu.Lock()
+	login := up && !g.connected
+	if !up && g.connected {
+		reason := s.LastClose
+		if reason == "" {
+			reason = "unknown"
+		}
+		g.closes[reason]++
+	}
+	g.connected = up
+	newEndpoint := false
+	if login {
+		g.endpoint = s.Endpoint.String()
+		newEndpoint = g.endpoint != g.savedEP
+	}
+	g.mu.Unlock()
+	if login {
 		// Whatever waited for a connection goes now.
 		g.WakeOutbox()
 		g.WakeReads()
+		if newEndpoint {
+			poke(g.endpointWake)
+		}
 	}
 }
 
@@ -334,7 +414,8 @@ func (g *Gateway) setConfigError(s string) {
 func (g *Gateway) Health() Health {
 	g.mu.Lock()
 	cli := g.cli
-	h := Health{GatewayStatus: g.status, Since: g.since, Phone: g.phone, ConfigError: g.configError, LastError: g.lastErr}
+	h := Health{GatewayStatus: g.status, Since: g.since, Phone: g.phone, ConfigError: g.configError, LastError: g.lastErr,
+		Closes: maps.Clone(g.closes)}
 	g.mu.Unlock()
 	if cli == nil {
 		return h
@@ -348,10 +429,8 @@ func (g *Gateway) Health() Health {
 	}
 	h.Since, h.RTT, h.Reconnects = s.Since, s.RTT, s.Reconnects
 	h.LastClose, h.LastError = s.LastClose, s.LastError
-	h.Addr, h.Transport = s.Addr, s.Transport
-	if _, p, err := net.SplitHostPort(s.Addr); err == nil {
-		h.Port, _ = strconv.Atoi(p)
-	}
+	h.Addr, h.Port, h.Transport, h.Proxy, h.DialTime = s.Addr, s.Port, s.Transport, s.Proxy, s.DialTime
+	h.NetworkProblem = s.NetworkProblem
 	if s.Phone != "" {
 		h.Phone = s.Phone
 	}

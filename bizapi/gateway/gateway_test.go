@@ -62,8 +62,9 @@ func newEnv(t *testing.T) *env {
 	return e
 }
 
-// openGateway starts a gateway on e.dbPath that reaches chatd's HTTPS API at serverURL.
-func (e *env) openGateway(serverURL string) {
+// openGateway starts a gateway on e.dbPath that reaches chatd's HTTPS API at serverURL; opts adjust
+// its configuration.
+func (e *env) openGateway(serverURL string, opts ...func(*gateway.Config)) {
 	t := e.t
 	t.Helper()
 	st, err := store.Open(e.dbPath)
@@ -76,13 +77,17 @@ func (e *env) openGateway(serverURL string) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
-	gw, err := gateway.New(gateway.Config{
+	cfg := gateway.Config{
 		Store: st, ServerURL: serverURL, RootCAs: pool,
 		WantStatus: func(string) bool { return true },
 		Client: func(c *client.Config) {
 			c.MinBackoff, c.MaxBackoff = 10*time.Millisecond, 200*time.Millisecond
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	gw, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

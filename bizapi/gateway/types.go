@@ -23,11 +23,17 @@ const (
 type Health struct {
 	GatewayStatus string
 	Phone         string
-	// The path in use (or last used): address, port and transport ("tcp", "tls", …).
+	// The path in use (or last used): address, port, transport ("tcp", "tls" or "ws") and the HTTP
+	// CONNECT proxy it goes through, without its password ("" when direct).
 	Addr      string
 	Port      int
 	Transport string
-	// Since is when GatewayStatus last changed.
+	Proxy     string
+	// DialTime is how long the last successful connect took: the race of the endpoints, the
+	// handshake and the login.
+	DialTime time.Duration
+	// Since is when GatewayStatus last changed; while connected, that is when the connection
+	// logged in.
 	Since time.Time
 	// RTT is the last ping round trip (0 before the first).
 	RTT time.Duration
@@ -36,6 +42,13 @@ type Health struct {
 	// LastClose and LastError say why the last connection ended.
 	LastClose string
 	LastError string
+	// Closes counts the ends of logged-in connections since start by close reason (LastClose;
+	// "unknown" when none was given).
+	Closes map[string]int64
+	// NetworkProblem is set when the network does not meet the requirements although a connection
+	// works: connected on 5222 while the 443 path fails, which is unsupported (N5). It says what
+	// failed and what to open; "" when nothing is known to be wrong.
+	NetworkProblem string
 	// ConfigError is set when the start-up config fetch over HTTPS failed and the cached config is in
 	// use (N7).
 	ConfigError string

@@ -193,3 +193,30 @@ func (s *SQLite) PutAccount(ctx context.Context, a Account) error {
 		return nil
 	})
 }
+
+// LastEndpoint returns the gateway's last good chat endpoint ("" when none was saved).
+func (s *SQLite) LastEndpoint(ctx context.Context) (string, error) {
+	if err := s.readable(); err != nil {
+		return "", err
+	}
+	var ep string
+	err := s.rs.lastEndpoint.QueryRowContext(ctx).Scan(&ep)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", s.readErr("last endpoint", err)
+	}
+	return ep, nil
+}
+
+// SaveLastEndpoint records the gateway's last good chat endpoint.
+func (s *SQLite) SaveLastEndpoint(ctx context.Context, endpoint string) error {
+	now := s.now().UnixNano()
+	return s.exec(ctx, func(w *writeStmts) error {
+		if _, err := w.exec(w.saveLastEndpoint, endpoint, now); err != nil {
+			return fmt.Errorf("store: save last endpoint: %w", err)
+		}
+		return nil
+	})
+}

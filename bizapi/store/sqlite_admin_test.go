@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"errors"
+	"path/filepath"
 	"reflect"
 	"testing"
 	"time"
@@ -179,5 +180,40 @@ func TestAccount(t *testing.T) {
 	s.r.QueryRow(`SELECT count(*) FROM account`).Scan(&n)
 	if n != 1 {
 		t.Fatalf("%d account rows", n)
+	}
+}
+
+func TestLastEndpoint(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bizapi.db")
+	s, _ := openAt(t, path)
+	if ep, err := s.LastEndpoint(bg0); err != nil || ep != "" {
+		t.Fatalf("LastEndpoint before any save = %q, %v", ep, err)
+	}
+	for _, ep := range []string{"chat.example:5222/tcp", "chat.example:443/tls"} {
+		if err := s.SaveLastEndpoint(bg0, ep); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.LastEndpoint(bg0); err != nil || got != ep {
+			t.Fatalf("LastEndpoint = %q, %v; want %q", got, err, ep)
+		}
+	}
+	// A new registration leaves it: the network is the same.
+	if err := s.PutAccount(bg0, Account{Phone: "15550000001"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LastEndpoint(bg0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("LastEndpoint after Close: %v", err)
+	}
+	s2, _ := openAt(t, path)
+	if got, err := s2.LastEndpoint(bg0); err != nil || got != "chat.example:443/tls" {
+		t.Fatalf("after reopen: LastEndpoint = %q, %v", got, err)
+	}
+	var n int
+	s2.r.QueryRow(`SELECT count(*) FROM gateway_state`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("%d gateway_state rows", n)
 	}
 }

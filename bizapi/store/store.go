@@ -1,6 +1,6 @@
 // Package store is bizapi's durable state: the admin users and their tokens, the application
-// settings, the registered account, the outbox of messages to send, the inbox of received messages,
-// and the queue of webhook callbacks.
+// settings, the registered account, the gateway's last good chat endpoint, the outbox of messages to
+// send, the inbox of received messages, and the queue of webhook callbacks.
 //
 // Store is an interface so that a PostgreSQL implementation can follow for high availability (DESIGN
 // §8); Open returns the SQLite one. Every write is durable when the method returns: the SQLite store
@@ -45,6 +45,14 @@ type Store interface {
 	Account(ctx context.Context) (Account, error)
 	// PutAccount replaces the registration state.
 	PutAccount(ctx context.Context, a Account) error
+
+	// LastEndpoint returns the chat endpoint of the gateway's last login, as saved by
+	// SaveLastEndpoint ("host:port/transport"; "" when none was saved). The gateway tries it first
+	// at the next start. It is kept apart from the Account: a new registration crosses the same
+	// network.
+	LastEndpoint(ctx context.Context) (string, error)
+	// SaveLastEndpoint records the chat endpoint of a login.
+	SaveLastEndpoint(ctx context.Context, endpoint string) error
 
 	// AddMessage stores an accepted outbound message with Status StatusAccepted. When it returns nil
 	// the message is durable. ErrDuplicate if m.ID exists.

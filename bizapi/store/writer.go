@@ -41,7 +41,7 @@ type writeStmts struct {
 	saveSettings                                      *sql.Stmt
 	putUser, putToken                                 *sql.Stmt
 	deleteToken, deleteUserTokens, deleteExpiredToken *sql.Stmt
-	putAccount                                        *sql.Stmt
+	putAccount, saveLastEndpoint                      *sql.Stmt
 
 	addMessage, messageExists           *sql.Stmt
 	markSent, markSentFill              *sql.Stmt
@@ -78,6 +78,9 @@ func (w *writeStmts) prepare(ctx context.Context, s *SQLite) error {
 				device_priv = excluded.device_priv, server_key = excluded.server_key,
 				config = excluded.config, config_at = excluded.config_at,
 				verified_at = excluded.verified_at, updated_at = excluded.updated_at`},
+		{&w.saveLastEndpoint, `INSERT INTO gateway_state (id, last_endpoint, updated_at) VALUES (1, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET last_endpoint = excluded.last_endpoint,
+				updated_at = excluded.updated_at`},
 
 		{&w.addMessage, `INSERT INTO messages (id, recipient, body, preview_url, status, created_at)
 			VALUES (?, ?, ?, ?, 'accepted', ?) ON CONFLICT (id) DO NOTHING`},

@@ -60,6 +60,8 @@ type fileConfig struct {
 	TLSKey        string `toml:"tls_key"`
 	Server        string `toml:"server"`
 	ServerCA      string `toml:"server_ca"`
+	Proxy         string `toml:"proxy"`
+	Only443       bool   `toml:"only_443"`
 	AdminPassword string `toml:"admin_password"`
 	APIKey        string `toml:"api_key"`
 	WebhookURL    string `toml:"webhook_url"`
@@ -77,6 +79,8 @@ func newServeFlags(c *fileConfig) *flag.FlagSet {
 	fs.StringVar(&c.TLSKey, "tls-key", "", "PEM private key of --tls-cert")
 	fs.StringVar(&c.Server, "server", "", "chatd's HTTPS URL for registration and config, e.g. https://chat.example.com (required)")
 	fs.StringVar(&c.ServerCA, "server-ca", "", "PEM file of the CA of chatd's certificate (chatd dev mode: DATA/tls/ca.pem); default: system roots")
+	fs.StringVar(&c.Proxy, "proxy", "", cliutil.ProxyHelp)
+	fs.BoolVar(&c.Only443, "only-443", false, "never dial port 5222: chat goes over TLS or WebSocket on the server's 443 port only")
 	fs.StringVar(&c.AdminPassword, "admin-password", "", `initial password of the "admin" user, created on first start; the first login must change it (default "secret")`)
 	fs.StringVar(&c.APIKey, "api-key", "", "key accepted as 'Authorization: Apikey KEY' by /v1/health and /v1/metrics (12-128 characters)")
 	fs.StringVar(&c.WebhookURL, "webhook-url", "", "sets webhooks.url at start (else the stored setting applies)")
@@ -86,12 +90,19 @@ func newServeFlags(c *fileConfig) *flag.FlagSet {
 	return fs
 }
 
-func (c *fileConfig) daemonConfig() bizapi.Config {
+// daemonConfig checks the settings that only cmd/ reads (the proxy, from the environment unless
+// set) and returns the daemon's configuration.
+func (c *fileConfig) daemonConfig() (bizapi.Config, error) {
+	proxy, err := cliutil.ProxySetting(c.Proxy)
+	if err != nil {
+		return bizapi.Config{}, err
+	}
 	return bizapi.Config{
 		DataDir: c.DataDir, Listen: c.Listen, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		ServerURL: c.Server, ServerCAFile: c.ServerCA, AdminPassword: c.AdminPassword, APIKey: c.APIKey,
+		ServerURL: c.Server, ServerCAFile: c.ServerCA, Proxy: proxy, Only443: c.Only443,
+		AdminPassword: c.AdminPassword, APIKey: c.APIKey,
 		WebhookURL: c.WebhookURL, WebhookSecret: c.WebhookSecret, Version: version,
-	}
+	}, nil
 }
 
 func cmdServe(args []string, stdout, stderr io.Writer) error {
@@ -102,8 +113,10 @@ func cmdServe(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, `Usage: bizapi serve [--config FILE] [flags]
 
 Runs the Business API client: the REST API (On-Premises shapes) on --listen, the gateway connection to
-chatd (port 5222, falling back to 443), and the webhook dispatcher. Every setting can be given in the
-config file (same name in snake_case, e.g. server = "https://chat.example.com") or as a flag.
+chatd (port 5222, falling back to TLS and WebSocket on 443; --only-443 never dials 5222), and the
+webhook dispatcher. Chat and HTTPS go through the same proxy: HTTPS_PROXY (except NO_PROXY hosts) unless
+--proxy says otherwise. Every setting can be given in the config file (same name in snake_case, e.g.
+server = "https://chat.example.com") or as a flag.
 
 Flags:
 `)
@@ -113,6 +126,8 @@ Examples:
   bizapi serve --server https://chat.example.com
   bizapi serve --config /etc/bizapi/bizapi.toml
   bizapi serve --server https://localhost:8443 --server-ca chatd-data/tls/ca.pem --webhook-url http://127.0.0.1:9000/hook
+  bizapi serve --server https://chat.example.com --proxy http://proxy.corp:3128 --only-443
+  bizapi serve --server https://chat.example.com --proxy none     # ignore HTTPS_PROXY
 `)
 	}
 	if err := cliutil.ParseWithConfig(fs, args, &f); err != nil {
@@ -123,7 +138,10 @@ Examples:
 		return err
 	}
 	slog.SetDefault(logger)
-	cfg := f.daemonConfig()
+	cfg, err := f.daemonConfig()
+	if err != nil {
+		return err
+	}
 	cfg.Logger = logger
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

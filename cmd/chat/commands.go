@@ -365,6 +365,7 @@ receipt sent yet). It does not connect, and it may run while another command use
 	examples: `  chat inbox
   chat inbox --unread
   chat inbox -n 0     # everything`,
+	offline: true,
 }
 
 func (a *app) cmdInbox(_ context.Context, args []string) error {

@@ -91,7 +91,7 @@ func (a *app) cmdListen(ctx context.Context, args []string) error {
 // refresh updates the profile's configuration from the server at start-up (N7); when HTTPS is
 // unreachable the saved configuration is used and the problem reported.
 func (a *app) refresh(ctx context.Context, dir string, prof *Profile) error {
-	changed, err := refreshConfig(ctx, dir, prof)
+	changed, err := a.refreshConfig(ctx, dir, prof)
 	switch {
 	case err == nil && changed:
 		a.con.Noticef("the server's chat endpoints changed; now %s", strings.Join(prof.ChatEndpoints, ", "))

@@ -20,9 +20,13 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/cliutil"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -46,11 +50,17 @@ Usage:
 Every command takes --profile DIR (default $CHAT_PROFILE, else $HOME/.chat): the folder with the
 registration, the device key and the inbox. Phone numbers are in international format: +15551234567.
 
+Network flags, before the command or after it, for every command that reaches the server:
+  --proxy URL|none   HTTP CONNECT proxy for chat and HTTPS alike, http://[user:password@]host:port;
+                     "none" (or "direct") ignores HTTPS_PROXY. Default: HTTPS_PROXY, except NO_PROXY hosts
+  --only-443         never dial port 5222: chat goes over TLS or WebSocket on the server's 443 port
+
 Example, against a chatd started with "chatd serve --dev":
   chat register --server https://localhost:8443 --ca chatd-data/tls/ca.pem --phone +15551234567
   chat register --code 123456                  # the code is in chatd's log and chatd-data/codes/
   chat send +15557654321 hello there --wait delivered
   chat listen --read
+  chat --proxy http://proxy.corp:3128 --only-443 status
 
 Run "chat help <command>" (or "chat <command> -h") for its flags and examples.
 `
@@ -72,9 +82,11 @@ type app struct {
 	stdout, stderr io.Writer
 	getenv         func(string) string
 
-	// Set by run.
+	// Set by run and the command's flags.
 	con     *console
 	profile string // --profile given before the command, "" if none
+	proxy   string // --proxy, before or after the command: "" (the environment), "none", or a URL
+	only443 bool   // --only-443, before or after the command
 }
 
 type command struct {
@@ -106,10 +118,12 @@ func findCommand(name string) *command {
 // 130 interrupted.
 func (a *app) run(ctx context.Context, args []string) int {
 	a.con = newConsole(a.stdout, a.stderr)
-	// Global flags before the command: only --profile.
+	// Global flags before the command: --profile and the network flags.
 	top := flag.NewFlagSet("chat", flag.ContinueOnError)
 	top.SetOutput(io.Discard)
 	top.StringVar(&a.profile, "profile", "", "")
+	top.StringVar(&a.proxy, "proxy", "", "")
+	top.BoolVar(&a.only443, "only-443", false, "")
 	if err := top.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(a.stdout, usage)
@@ -187,9 +201,13 @@ type help struct {
 	usage    string // after "Usage: "
 	about    string // what it does, a paragraph
 	examples string // lines
+	// offline: the command never reaches the server, so it has no network flags.
+	offline bool
 }
 
-// flags returns a FlagSet for the command name with the flags every command has (--profile).
+// flags returns a FlagSet for the command name with the flags every command has (--profile) and,
+// unless it is offline, the network flags (--proxy, --only-443), which override the ones given
+// before the command.
 func (a *app) flags(name string, h help) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -205,6 +223,20 @@ func (a *app) flags(name string, h help) (*flag.FlagSet, *string) {
 	}
 	profile := fs.String("profile", a.defaultProfile(),
 		"profile folder `DIR`: registration, device key, inbox (from $CHAT_PROFILE, else $HOME/.chat)")
+	if !h.offline {
+		// Func, not StringVar: the help must not print a --proxy given before the command as the
+		// default (it may hold a password).
+		fs.Func("proxy", "HTTP CONNECT proxy for chat and HTTPS alike: `URL|none`, where URL is "+
+			`http://[user:password@]host:port and "none" (or "direct") ignores HTTPS_PROXY `+
+			`(default: HTTPS_PROXY, except NO_PROXY hosts)`,
+			func(v string) error { a.proxy = v; return nil })
+		fs.BoolFunc("only-443", "never dial port 5222: chat goes over TLS or WebSocket on the server's 443 port only",
+			func(v string) error {
+				b, err := strconv.ParseBool(v)
+				a.only443 = b
+				return err
+			})
+	}
 	return fs, profile
 }
 
@@ -221,14 +253,29 @@ func (a *app) parse(fs *flag.FlagSet, args []string) ([]string, error) {
 		}
 		rest := fs.Args()
 		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
-			return append(pos, rest...), nil
+			return append(pos, rest...), a.checkProxy()
 		}
 		if len(rest) == 0 {
-			return pos, nil
+			return pos, a.checkProxy()
 		}
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// checkProxy reports a --proxy that is not a proxy setting (without showing its password).
+func (a *app) checkProxy() error {
+	if _, err := cliutil.ProxySetting(a.proxy); err != nil {
+		return usagef("--proxy: %v", err)
+	}
+	return nil
+}
+
+// proxyFunc is the proxy choice of --proxy for the chat client and the HTTPS client (nil: direct).
+// The commands checked it when they parsed their flags.
+func (a *app) proxyFunc() transport.ProxyFunc {
+	p, _ := cliutil.ProxySetting(a.proxy)
+	return p
 }
 
 func (a *app) defaultProfile() string {

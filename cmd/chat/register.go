@@ -160,7 +160,7 @@ func (r *registration) client() (*regclient.Client, error) {
 	if r.phone == "" {
 		return nil, usagef("--phone is required: the number to register, e.g. +15551234567")
 	}
-	rc, err := newRegClient(r.server, r.ca)
+	rc, err := r.a.newRegClient(r.server, r.ca)
 	if err != nil {
 		return nil, fmt.Errorf("--ca: %w", err)
 	}

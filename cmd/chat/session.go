@@ -59,8 +59,9 @@ func (a *app) connect(ctx context.Context, prof *Profile, h client.Handler, opts
 	}
 	c, err := client.New(client.Config{
 		Addrs:         prof.ChatEndpoints, // host:port/transport; plain host:port (older profiles) is tcp
+		Only443:       a.only443,
 		RootCAs:       roots,
-		Proxy:         transport.ProxyFromEnvironment(),
+		Proxy:         a.proxyFunc(),
 		ServerKey:     serverKey,
 		DeviceKey:     deviceKey,
 		Handler:       h,
@@ -361,8 +362,8 @@ func (b *receiptBoard) wait(ctx context.Context, id uint64, want string) (Entry,
 // refreshConfig fetches /v1/config and updates the profile's endpoints (N7): the server key must be
 // the pinned one. When HTTPS is unreachable the cached configuration stays and the error is returned
 // for the caller to report.
-func refreshConfig(ctx context.Context, dir string, prof *Profile) (changed bool, err error) {
-	rc, err := newRegClient(prof.Server, prof.CAFile)
+func (a *app) refreshConfig(ctx context.Context, dir string, prof *Profile) (changed bool, err error) {
+	rc, err := a.newRegClient(prof.Server, prof.CAFile)
 	if err != nil {
 		return false, err
 	}
@@ -396,14 +397,14 @@ func (e *keyChangedError) Error() string {
 		"if its operator confirms the new key, register again", e.server, e.got, e.pinned)
 }
 
-// newRegClient returns the HTTPS client of server, through the environment's proxy (HTTPS_PROXY),
-// the same one the chat connection uses.
-func newRegClient(server, caFile string) (*regclient.Client, error) {
+// newRegClient returns the HTTPS client of server, through the proxy of --proxy (by default the
+// environment's, HTTPS_PROXY), the same one the chat connection uses.
+func (a *app) newRegClient(server, caFile string) (*regclient.Client, error) {
 	pool, err := loadCA(caFile)
 	if err != nil {
 		return nil, err
 	}
-	return regclient.NewWithProxy(server, pool, transport.ProxyFromEnvironment()), nil
+	return regclient.NewWithProxy(server, pool, a.proxyFunc()), nil
 }
 
 // loadCA reads the profile's CA file; "" means the system roots (nil).
@@ -418,15 +419,31 @@ func loadCA(caFile string) (*x509.CertPool, error) {
 // long-running commands.
 func (s *session) statusPrinter(con *console) func(client.Status) {
 	var (
-		last     client.State = -1
-		lastFail string       // the last failed attempt's error, not repeated while it stays the same
+		last        client.State = -1
+		lastFail    string       // the last failed attempt's error, not repeated while it stays the same
+		lastProblem string       // the network problem last reported
 	)
 	return func(st client.Status) {
+		if st.NetworkProblem != lastProblem {
+			if st.NetworkProblem != "" {
+				con.Noticef("network unsupported: %s", oneLine(st.NetworkProblem))
+			} else {
+				con.Noticef("network problem resolved: the 443 path opens again")
+			}
+			lastProblem = st.NetworkProblem
+		}
 		switch st.State {
 		case client.Connected:
+			if last == client.Connected {
+				break // only the network problem changed
+			}
 			s.dials.take()
 			lastFail = ""
-			con.Noticef("connected to %s (%s) as %s", st.Addr, st.Transport, plus(st.Phone))
+			via := ""
+			if st.Proxy != "" {
+				via = " through proxy " + st.Proxy
+			}
+			con.Noticef("connected to %s (%s)%s as %s", st.Addr, st.Transport, via, plus(st.Phone))
 		case client.Disconnected:
 			switch {
 			case st.LastClose == "client_closed" || st.LastError == "":

@@ -10,16 +10,24 @@ import (
 
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/pki"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 var statusHelp = help{
 	usage: "chat status [flags]",
 	about: `Prints the profile (number, server, CA file, the pinned server key and its fingerprint, chat
 endpoints, inbox) — never the device key — then checks the server: fetches its configuration over
-HTTPS, and connects to show the connection state, the path (address and transport), how long
-connecting took and the round trip of a request.`,
+HTTPS, and connects to show the connection: its state, the path (address, port, transport tcp, tls
+or ws, and the proxy it goes through), since when, how long connecting took, the round trip of a
+request and of a ping, reconnects, why the last connection ended, and a network problem if the client
+found one (connected on 5222 while the 443 path fails: an unsupported network).
+
+The connection goes through --proxy (default: HTTPS_PROXY, except NO_PROXY hosts) and, with
+--only-443, never to port 5222: status shows what a command run the same way would use.`,
 	examples: `  chat status
-  chat --profile ~/.chat-bob status`,
+  chat --profile ~/.chat-bob status
+  chat status --proxy http://proxy.corp:3128 --only-443
+  chat status --proxy none      # ignore HTTPS_PROXY`,
 }
 
 func (a *app) cmdStatus(ctx context.Context, args []string) error {
@@ -74,7 +82,7 @@ func (a *app) cmdStatus(ctx context.Context, args []string) error {
 	ctx, cancel := withTimeout(ctx, *timeout)
 	defer cancel()
 	start := time.Now()
-	changed, err := refreshConfig(ctx, dir, prof)
+	changed, err := a.refreshConfig(ctx, dir, prof)
 	switch {
 	case err != nil:
 		a.con.Printf("HTTPS:        FAILED: %s", userText(err))
@@ -101,6 +109,8 @@ func (a *app) cmdStatus(ctx context.Context, args []string) error {
 	rtt := time.Since(start)
 	st := s.c.Status()
 	a.con.Printf("Connection:   %s to %s (%s) in %v", st.State, st.Addr, st.Transport, roundDur(connectTime))
+	a.con.Printf("Path:         %s", formatPath(st, s.c.Endpoints()))
+	a.con.Printf("Since:        %s", st.Since.Local().Format(time.DateTime))
 	if err != nil {
 		return fmt.Errorf("connected, but a request failed: %w", err)
 	}
@@ -109,7 +119,39 @@ func (a *app) cmdStatus(ctx context.Context, args []string) error {
 		line += fmt.Sprintf("; ping %v", roundDur(st.RTT))
 	}
 	a.con.Printf("%s", line)
+	a.con.Printf("Reconnects:   %d", st.Reconnects)
+	if st.LastClose != "" {
+		a.con.Printf("Last close:   %s", formatClose(st))
+	} else {
+		a.con.Printf("Last close:   none")
+	}
+	if st.NetworkProblem != "" {
+		a.con.Printf("Network:      UNSUPPORTED: %s", oneLine(st.NetworkProblem))
+	}
 	return nil
+}
+
+// formatPath is the path of st among the client's endpoints: "tls to chat.example.com:443 (port
+// 443: the 443 path), through proxy http://proxy:3128" or "tcp to chat.example.com:5222 (port 5222:
+// the direct path), no proxy". The proxy is shown without its password.
+func formatPath(st client.Status, endpoints []transport.Endpoint) string {
+	class := "the direct path"
+	if transport.On443(st.Endpoint, endpoints) {
+		class = "the 443 path"
+	}
+	via := "no proxy"
+	if st.Proxy != "" {
+		via = "through proxy " + st.Proxy
+	}
+	return fmt.Sprintf("%s to %s (port %d: %s), %s", st.Transport, st.Addr, st.Port, class, via)
+}
+
+// formatClose is why the last connection ended: the reason and, if any, the explanation.
+func formatClose(st client.Status) string {
+	if st.LastError == "" {
+		return st.LastClose
+	}
+	return st.LastClose + ": " + oneLine(st.LastError)
 }
 
 func roundDur(d time.Duration) time.Duration {
@@ -127,6 +169,9 @@ func formatStatus(st client.Status) string {
 	s := fmt.Sprintf("%s as %s", st.State, plus(st.Phone))
 	if st.Addr != "" {
 		s += fmt.Sprintf(" via %s (%s)", st.Addr, st.Transport)
+		if st.Proxy != "" {
+			s += " through proxy " + st.Proxy
+		}
 	}
 	s += fmt.Sprintf(" since %s", st.Since.Local().Format("15:04:05"))
 	if st.RTT > 0 {
@@ -135,8 +180,11 @@ func formatStatus(st client.Status) string {
 	if st.Reconnects > 0 {
 		s += fmt.Sprintf(", %d reconnects", st.Reconnects)
 	}
-	if st.LastError != "" {
-		s += fmt.Sprintf(", last error: %s", oneLine(st.LastError))
+	if st.LastClose != "" {
+		s += ", last close: " + formatClose(st)
+	}
+	if st.NetworkProblem != "" {
+		s += "; NETWORK UNSUPPORTED: " + oneLine(st.NetworkProblem)
 	}
 	return s
 }

@@ -50,6 +50,8 @@ type Config struct {
 	Proxy transport.ProxyFunc
 	// Only443 restricts the chat connection to the 443 path: port 5222 is never dialled (N5).
 	Only443 bool
+	// MaxBackoff caps the delay between reconnects to chatd; 0 means client.DefaultMaxBackoff (30 s).
+	MaxBackoff time.Duration
 	// AdminPassword is the initial password of the "admin" user, created on first start; it must be
 	// changed at the first login. "" means "secret", as On-Premises.
 	AdminPassword string
@@ -166,6 +168,7 @@ func Start(cfg Config) (d *Daemon, err error) {
 		RootCAs:          roots,
 		Proxy:            cfg.Proxy,
 		Only443:          cfg.Only443,
+		MaxBackoff:       cfg.MaxBackoff,
 		WantStatus:       func(s string) bool { return live.Get().StatusCallback(s) },
 		PersistCallbacks: func() bool { return persist },
 		Memory:           mem,

@@ -45,6 +45,9 @@ func (c *Client) watchPaths(ctx context.Context, cn *conn, ep transport.Endpoint
 		}
 	}
 	on443 := transport.On443(ep, c.endpoints)
+	if on443 {
+		c.setNetworkProblem("") // the 443 path works: whatever a check on 5222 found is stale
+	}
 	if on443 && len(direct) == 0 {
 		return // 443-only, or nothing else configured: nothing to move to
 	}

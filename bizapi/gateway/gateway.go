@@ -58,6 +58,8 @@ type Config struct {
 	// Only443 restricts the chat connection to the 443 path (TLS, WebSocket): port 5222 is never
 	// dialled (N5). The server's published only_443 has the same effect; either one is enough.
 	Only443 bool
+	// MaxBackoff caps the reconnect delay (client.Config.MaxBackoff); 0 means its default.
+	MaxBackoff time.Duration
 	// Client adjusts the chat client's configuration (tests shorten timers; netcheck later).
 	Client func(*client.Config)
 	// MaxInFlight is how many sends may wait for their ack at once. If zero, DefaultMaxInFlight.
@@ -234,6 +236,7 @@ func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.C
 		Endpoints:     eps,
 		Preferred:     g.preferred(ctx),
 		Only443:       cc.Only443 || g.cfg.Only443,
+		MaxBackoff:    g.cfg.MaxBackoff,
 		RootCAs:       g.cfg.RootCAs,
 		Proxy:         g.cfg.Proxy,
 		ServerKey:     acct.ServerKey,

@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/chatd-dev/chatd/bizapi"
+	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/internal/cliutil"
 )
 
@@ -54,20 +55,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // fileConfig is the config file (TOML, snake_case) and the flags (kebab-case) of "bizapi serve".
 type fileConfig struct {
-	DataDir       string `toml:"data_dir"`
-	Listen        string `toml:"listen"`
-	TLSCert       string `toml:"tls_cert"`
-	TLSKey        string `toml:"tls_key"`
-	Server        string `toml:"server"`
-	ServerCA      string `toml:"server_ca"`
-	Proxy         string `toml:"proxy"`
-	Only443       bool   `toml:"only_443"`
-	AdminPassword string `toml:"admin_password"`
-	APIKey        string `toml:"api_key"`
-	WebhookURL    string `toml:"webhook_url"`
-	WebhookSecret string `toml:"webhook_secret"`
-	LogLevel      string `toml:"log_level"`
-	LogFormat     string `toml:"log_format"`
+	DataDir       string           `toml:"data_dir"`
+	Listen        string           `toml:"listen"`
+	TLSCert       string           `toml:"tls_cert"`
+	TLSKey        string           `toml:"tls_key"`
+	Server        string           `toml:"server"`
+	ServerCA      string           `toml:"server_ca"`
+	Proxy         string           `toml:"proxy"`
+	Only443       bool             `toml:"only_443"`
+	MaxBackoff    cliutil.Duration `toml:"reconnect_max_backoff"`
+	AdminPassword string           `toml:"admin_password"`
+	APIKey        string           `toml:"api_key"`
+	WebhookURL    string           `toml:"webhook_url"`
+	WebhookSecret string           `toml:"webhook_secret"`
+	LogLevel      string           `toml:"log_level"`
+	LogFormat     string           `toml:"log_format"`
 }
 
 func newServeFlags(c *fileConfig) *flag.FlagSet {
@@ -81,6 +83,7 @@ func newServeFlags(c *fileConfig) *flag.FlagSet {
 	fs.StringVar(&c.ServerCA, "server-ca", "", "PEM file of the CA of chatd's certificate (chatd dev mode: DATA/tls/ca.pem); default: system roots")
 	fs.StringVar(&c.Proxy, "proxy", "", cliutil.ProxyHelp)
 	fs.BoolVar(&c.Only443, "only-443", false, "never dial port 5222: chat goes over TLS or WebSocket on the server's 443 port only")
+	fs.DurationVar(&c.MaxBackoff.Duration, "reconnect-max-backoff", client.DefaultMaxBackoff, "cap of the reconnect delay to chatd (exponential from 0.5 s with full jitter)")
 	fs.StringVar(&c.AdminPassword, "admin-password", "", `initial password of the "admin" user, created on first start; the first login must change it (default "secret")`)
 	fs.StringVar(&c.APIKey, "api-key", "", "key accepted as 'Authorization: Apikey KEY' by /v1/health and /v1/metrics (12-128 characters)")
 	fs.StringVar(&c.WebhookURL, "webhook-url", "", "sets webhooks.url at start (else the stored setting applies)")
@@ -99,7 +102,7 @@ func (c *fileConfig) daemonConfig() (bizapi.Config, error) {
 	}
 	return bizapi.Config{
 		DataDir: c.DataDir, Listen: c.Listen, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		ServerURL: c.Server, ServerCAFile: c.ServerCA, Proxy: proxy, Only443: c.Only443,
+		ServerURL: c.Server, ServerCAFile: c.ServerCA, Proxy: proxy, Only443: c.Only443, MaxBackoff: c.MaxBackoff.Duration,
 		AdminPassword: c.AdminPassword, APIKey: c.APIKey,
 		WebhookURL: c.WebhookURL, WebhookSecret: c.WebhookSecret, Version: version,
 	}, nil

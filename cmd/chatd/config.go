@@ -13,33 +13,25 @@ import (
 // fileConfig is the config file (TOML) and the flags of "chatd serve": the same names, snake_case in
 // the file and kebab-case as flags. Every default is in register.
 type fileConfig struct {
-	DataDir          string   `toml:"data_dir"`
-	Dev              bool     `toml:"dev"`
-	ChatListen       string   `toml:"chat_listen"`
-	HTTPSListen      string   `toml:"https_listen"`
-	AdminListen      string   `toml:"admin_listen"`
-	PublicHost       string   `toml:"public_host"`
-	PublicChatPort   int      `toml:"public_chat_port"`
-	PublicHTTPSPort  int      `toml:"public_https_port"`
-	TLSCert          string   `toml:"tls_cert"`
-	TLSKey           string   `toml:"tls_key"`
-	DevHosts         []string `toml:"dev_hosts"`
-	SMSWebhookURL    string   `toml:"sms_webhook_url"`
-	SMSWebhookToken  string   `toml:"sms_webhook_token"`
-	Only443          bool     `toml:"only_443"`
-	IPListVersion    string   `toml:"iplist_version"`
-	HandshakeTimeout duration `toml:"handshake_timeout"`
-	CodeTTL          duration `toml:"code_ttl"`
-	LogLevel         string   `toml:"log_level"`
-	LogFormat        string   `toml:"log_format"`
-}
-
-type duration struct{ time.Duration }
-
-func (d *duration) UnmarshalText(b []byte) error {
-	v, err := time.ParseDuration(string(b))
-	d.Duration = v
-	return err
+	DataDir          string           `toml:"data_dir"`
+	Dev              bool             `toml:"dev"`
+	ChatListen       string           `toml:"chat_listen"`
+	HTTPSListen      string           `toml:"https_listen"`
+	AdminListen      string           `toml:"admin_listen"`
+	PublicHost       string           `toml:"public_host"`
+	PublicChatPort   int              `toml:"public_chat_port"`
+	PublicHTTPSPort  int              `toml:"public_https_port"`
+	TLSCert          string           `toml:"tls_cert"`
+	TLSKey           string           `toml:"tls_key"`
+	DevHosts         []string         `toml:"dev_hosts"`
+	SMSWebhookURL    string           `toml:"sms_webhook_url"`
+	SMSWebhookToken  string           `toml:"sms_webhook_token"`
+	Only443          bool             `toml:"only_443"`
+	IPListVersion    string           `toml:"iplist_version"`
+	HandshakeTimeout cliutil.Duration `toml:"handshake_timeout"`
+	CodeTTL          cliutil.Duration `toml:"code_ttl"`
+	LogLevel         string           `toml:"log_level"`
+	LogFormat        string           `toml:"log_format"`
 }
 
 // newServeFlags returns the flags of "chatd serve", bound to c, with their defaults set in c.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -58,4 +59,14 @@ func ParseWithConfig(fs *flag.FlagSet, args []string, config any) error {
 		fs.Parse(args)
 	}
 	return nil
+}
+
+// Duration is a time.Duration that a TOML config file gives as a string ("30s", "10m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses the string with time.ParseDuration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	d.Duration = v
+	return err
 }

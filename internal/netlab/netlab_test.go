@@ -57,7 +57,8 @@ func TestRouteRejectDrop(t *testing.T) {
 	}
 	l.SetRules(Drop(5222))
 	start := time.Now()
-	if _, err := dial(l, 5222, 500*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+	var ne net.Error
+	if _, err := dial(l, 5222, 500*time.Millisecond); !errors.As(err, &ne) || !ne.Timeout() {
 		t.Fatalf("DROP: dial error %v after %v, want a timeout", err, time.Since(start))
 	}
 }

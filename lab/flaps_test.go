@@ -230,7 +230,7 @@ func TestForcedDisconnects(t *testing.T) {
 	b.setup(s)
 	b.waitHealth(20*time.Second, "connected", func(h gatewayHealth) bool { return h.Status == "connected" })
 
-	// Senders: each round, perRound messages each way, sent while that round's disconnect happens.
+	// Senders: each round, perRound messages each way, sent into that round's fault.
 	round := make(chan int)
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*perSide)
@@ -264,7 +264,6 @@ func TestForcedDisconnects(t *testing.T) {
 	kinds := map[string]int{}
 	start := time.Now()
 	for i := range disconnects {
-		round <- i
 		h, err := b.health()
 		if err != nil {
 			t.Fatal(err)
@@ -285,6 +284,7 @@ func TestForcedDisconnects(t *testing.T) {
 			l.SetRules(netlab.Reject(h.Port))
 		}
 		kinds[kind]++
+		round <- i // this round's messages run into the fault: a reset or a blackhole needs traffic to show
 		b.waitHealth(60*time.Second, fmt.Sprintf("reconnected after %s #%d", kind, i), func(g gatewayHealth) bool {
 			return g.Status == "connected" && g.Reconnects > h.Reconnects
 		})

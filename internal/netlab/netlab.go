@@ -82,7 +82,8 @@ var labs atomic.Int32
 func New(t testing.TB) *Lab {
 	t.Helper()
 	Require(t)
-	prefix := fmt.Sprintf("lab%d-%d-", os.Getpid()%100000, labs.Add(1))
+	removeStale()
+	prefix := fmt.Sprintf("lab%d-%d-", os.Getpid(), labs.Add(1))
 	l := &Lab{t: t}
 	for _, h := range []**Host{&l.Client, &l.Box, &l.Server} {
 		*h = &Host{t: t}
@@ -108,6 +109,26 @@ func New(t testing.TB) *Lab {
 	l.Box.MustRun("sysctl", "-qw", "net.ipv4.ip_forward=1")
 	l.SetRules()
 	return l
+}
+
+// removeStale deletes the namespaces of labs whose test process is gone (a test binary killed by
+// its timeout runs no cleanup).
+func removeStale() {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	if err != nil {
+		return
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		name, _, _ := strings.Cut(line, " ")
+		var pid, n int
+		var host string
+		if c, _ := fmt.Sscanf(strings.ReplaceAll(name, "-", " "), "lab%d %d %s", &pid, &n, &host); c != 3 {
+			continue
+		}
+		if err := unix.Kill(pid, 0); err == unix.ESRCH {
+			exec.Command("ip", "netns", "del", name).Run()
+		}
+	}
 }
 
 func run(t testing.TB, name string, args ...string) string {

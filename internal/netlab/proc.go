@@ -44,6 +44,8 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(Buffer), done: make(chan struct{})}
 	cmd := h.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
+	// Killed with the test process, also when a timeout ends it without cleanups.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		h.t.Fatal(err)
 	}

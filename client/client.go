@@ -537,6 +537,13 @@ func (c *Client) Lookup(ctx context.Context, phones ...string) ([]*chatdpb.Conta
 	return res.([]*chatdpb.Contact), nil
 }
 
+// Pending returns how many requests (sends, read marks, lookups) wait for the server's answer.
+func (c *Client) Pending() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.reqs)
+}
+
 func (c *Client) newRequestID() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -589,7 +596,9 @@ func (c *Client) resolve(key string, res any, err error) {
 	}
 }
 
-// attach makes cn the current connection and queues every pending request on it, in order.
+// attach makes cn the current connection and hands it every pending request, in order, as the
+// first thing its writer sends (cn.resend). It must run before the writer starts. Requests made after
+// it go through cn.out, behind those.
 func (c *Client) attach(cn *conn) {
 	c.mu.Lock()
 	c.cur = cn
@@ -601,14 +610,11 @@ func (c *Client) attach(cn *conn) {
 	}
 	clear(c.order[len(live):])
 	c.order = live
-	envs := make([]*chatdpb.Envelope, len(live))
+	cn.resend = make([]*chatdpb.Envelope, len(live))
 	for i, r := range live {
-		envs[i] = r.env
+		cn.resend[i] = r.env
 	}
 	c.mu.Unlock()
-	for _, env := range envs {
-		cn.enqueue(env)
-	}
 }
 
 func (c *Client) detach(cn *conn) {

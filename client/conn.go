@@ -28,8 +28,11 @@ type conn struct {
 	// pingInterval is the configured interval, lowered to the one the server enforces.
 	pingInterval time.Duration
 
-	out  chan *chatdpb.Envelope // envelopes for the writer
-	poke chan struct{}          // capacity 1: acks are waiting
+	// resend holds the requests pending from earlier connections (attach); the writer sends them
+	// first, before anything from out. Only the writer touches it once it runs.
+	resend []*chatdpb.Envelope
+	out    chan *chatdpb.Envelope // envelopes for the writer
+	poke   chan struct{}          // capacity 1: acks are waiting
 
 	ackMu sync.Mutex
 	acks  []uint64 // delivery seqs to acknowledge; guarded by ackMu
@@ -328,6 +331,24 @@ func (cn *conn) writeLoop() {
 		}
 		return true
 	}
+	// Requests pending from earlier connections go first, in order, in writes of about 64 KiB. Putting
+	// them in cn.out instead could block: there may be more than it holds.
+	for len(cn.resend) > 0 && err == nil {
+		buf = buf[:0]
+		for len(cn.resend) > 0 && len(buf) < 64<<10 {
+			if !appendEnv(cn.resend[0]) {
+				break
+			}
+			cn.resend[0] = nil
+			cn.resend = cn.resend[1:]
+		}
+		cn.nc.SetWriteDeadline(time.Now().Add(cfg.DialTimeout))
+		if _, err = cn.nc.Write(buf); err != nil {
+			cn.close(fmt.Errorf("client: write: %w", err))
+		}
+		lastSend = time.Now()
+	}
+	cn.resend = nil
 	for {
 		buf = buf[:0]
 		select {

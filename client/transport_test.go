@@ -694,3 +694,36 @@ func BenchmarkConnect(b *testing.B) {
 		})
 	}
 }
+
+// TestManyPendingRequestsAtConnect: requests made while disconnected are all sent when the client
+// connects, however many — more than the writer's queue holds (256) used to block the connection
+// forever before its writer started.
+func TestManyPendingRequestsAtConnect(t *testing.T) {
+	e := startEnv(t, nil)
+	to, _ := e.register(t) // offline: the server stores for it
+	_, dev := e.register(t)
+	c, err := client.New(client.Config{Endpoints: []transport.Endpoint{e.tcp}, ServerKey: e.n.ServerKey, DeviceKey: dev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 1000
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errs := make(chan error, n)
+	for i := range n {
+		go func() {
+			_, err := c.Send(ctx, to, fmt.Sprintf("pending-%d", i), &chatdpb.Content{Version: 1, Body: []byte("x")})
+			errs <- err
+		}()
+	}
+	waitFor(t, "all sends pending", func() bool { return c.Pending() == n })
+	runCtx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	defer func() { stop(); <-done }()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatalf("a send made before connecting: %v (status %+v)", err, c.Status())
+		}
+	}
+}

@@ -235,7 +235,9 @@ func TestForcedDisconnects(t *testing.T) {
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*perSide)
 	sem := make(chan struct{}, 64)
+	wg.Add(1) // the sender loop itself, so that Wait cannot return between its rounds
 	go func() {
+		defer wg.Done()
 		for r := range round {
 			for i := range perRound {
 				n := r*perRound + i

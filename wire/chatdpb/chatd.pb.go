@@ -293,8 +293,12 @@ type ClientHello struct {
 	PingIntervalMs  uint32                 `protobuf:"varint,3,opt,name=ping_interval_ms,json=pingIntervalMs,proto3" json:"ping_interval_ms,omitempty"`  // how often the client pings when idle; the server enforces it
 	Probe           bool                   `protobuf:"varint,4,opt,name=probe,proto3" json:"probe,omitempty"`                                            // netcheck probe: no account needed, the server answers and closes
 	Path            string                 `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`                                               // how the client reached us, e.g. "tcp:5222"; for logs and metrics only
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// For a probe: keep the connection open, silent, for up to this long after PROBE_OK and answer one
+	// ping with a pong before closing (netcheck's idle test: does the network let an idle connection
+	// live that long?). 0: answer and close at once. The server caps it (docs/protocol.md §4.3).
+	ProbeHoldMs   uint32 `protobuf:"varint,6,opt,name=probe_hold_ms,json=probeHoldMs,proto3" json:"probe_hold_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClientHello) Reset() {
@@ -360,6 +364,13 @@ func (x *ClientHello) GetPath() string {
 		return x.Path
 	}
 	return ""
+}
+
+func (x *ClientHello) GetProbeHoldMs() uint32 {
+	if x != nil {
+		return x.ProbeHoldMs
+	}
+	return 0
 }
 
 // ServerHello is the payload of the second handshake message (server → client), encrypted to the
@@ -1731,13 +1742,14 @@ var File_chatd_v1_chatd_proto protoreflect.FileDescriptor
 
 const file_chatd_v1_chatd_proto_rawDesc = "" +
 	"\n" +
-	"\x14chatd/v1/chatd.proto\x12\bchatd.v1\"\xb3\x01\n" +
+	"\x14chatd/v1/chatd.proto\x12\bchatd.v1\"\xd7\x01\n" +
 	"\vClientHello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12%\n" +
 	"\x0eclient_version\x18\x02 \x01(\tR\rclientVersion\x12(\n" +
 	"\x10ping_interval_ms\x18\x03 \x01(\rR\x0epingIntervalMs\x12\x14\n" +
 	"\x05probe\x18\x04 \x01(\bR\x05probe\x12\x12\n" +
-	"\x04path\x18\x05 \x01(\tR\x04path\"^\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12\"\n" +
+	"\rprobe_hold_ms\x18\x06 \x01(\rR\vprobeHoldMs\"^\n" +
 	"\vServerHello\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\rR\x0fprotocolVersion\x12$\n" +
 	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\"\x9b\x05\n" +

@@ -39,24 +39,7 @@ stream {
 	}
 }
 `, dir, upstream, NginxPort)
-	path := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		l.t.Fatal(err)
-	}
-	p := l.Box.Start("nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))
-	l.Box.WaitListening(p, fmt.Sprintf("127.0.0.1:%d", NginxPort), 10*time.Second)
-	if err := l.Box.NFT(fmt.Sprintf(`table ip labnat
-delete table ip labnat
-table ip labnat {
-	chain prerouting {
-		type nat hook prerouting priority dstnat;
-		iifname %q tcp dport 443 redirect to :%d
-	}
-}
-`, BoxClientDev, NginxPort)); err != nil {
-		l.t.Fatal(err)
-	}
-	return p
+	return l.startNginx443(dir, conf)
 }
 
 // SquidPort is where the box's squid listens, on BoxInAddr.
@@ -104,3 +87,53 @@ dns_nameservers 127.0.0.1
 
 // SquidURL is the proxy URL of Squid.
 func SquidURL() string { return fmt.Sprintf("http://%s:%d", BoxInAddr, SquidPort) }
+
+// InterceptTLS443 starts nginx in the box as a TLS-inspecting middlebox: every connection from the
+// client to port 443 is redirected to nginx, which terminates TLS with certFile/keyFile (a certificate
+// of its own CA, as corporate inspection proxies do) and opens its own TLS connection to upstream.
+func (l *Lab) InterceptTLS443(certFile, keyFile, upstream string) *Proc {
+	l.t.Helper()
+	Require(l.t, "nginx")
+	dir := l.t.TempDir()
+	conf := fmt.Sprintf(`load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log info;
+events { worker_connections 1024; }
+stream {
+	server {
+		listen %[4]d ssl;
+		ssl_certificate %[2]s;
+		ssl_certificate_key %[3]s;
+		proxy_ssl on;
+		proxy_connect_timeout 3s;
+		proxy_pass %[5]s;
+	}
+}
+`, dir, certFile, keyFile, NginxPort, upstream)
+	return l.startNginx443(dir, conf)
+}
+
+// startNginx443 runs nginx with conf and redirects the client's port 443 to it.
+func (l *Lab) startNginx443(dir, conf string) *Proc {
+	l.t.Helper()
+	path := filepath.Join(dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
+		l.t.Fatal(err)
+	}
+	p := l.Box.Start("nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))
+	l.Box.WaitListening(p, fmt.Sprintf("127.0.0.1:%d", NginxPort), 10*time.Second)
+	if err := l.Box.NFT(fmt.Sprintf(`table ip labnat
+delete table ip labnat
+table ip labnat {
+	chain prerouting {
+		type nat hook prerouting priority dstnat;
+		iifname %q tcp dport 443 redirect to :%d
+	}
+}
+`, BoxClientDev, NginxPort)); err != nil {
+		l.t.Fatal(err)
+	}
+	return p
+}

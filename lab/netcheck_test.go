@@ -1,0 +1,134 @@
+package lab
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatd-dev/chatd/internal/netlab"
+	"github.com/chatd-dev/chatd/netcheck"
+	"github.com/chatd-dev/chatd/pki"
+)
+
+// netcheckFrom runs netcheck from the lab's client host against s, as a registered client would (the
+// server key pinned).
+func netcheckFrom(t *testing.T, l *netlab.Lab, s *server, edit func(*netcheck.Config)) *netcheck.Report {
+	t.Helper()
+	cfg := netcheck.Config{ServerURL: s.cc.HTTPSURL, RootCAs: s.pool, ServerKey: s.key, Dial: l.Client.DialContext, Timeout: 2 * time.Second}
+	if edit != nil {
+		edit(&cfg)
+	}
+	start := time.Now()
+	rep := netcheck.Run(context.Background(), cfg)
+	var b strings.Builder
+	rep.Render(&b)
+	t.Logf("netcheck took %v:\n%s", time.Since(start).Round(time.Millisecond), b.String())
+	return rep
+}
+
+func portResult(rep *netcheck.Report, port int) string {
+	for _, h := range rep.Hosts {
+		for _, p := range h.Ports {
+			if p.Port == port {
+				return p.Result
+			}
+		}
+	}
+	return ""
+}
+
+func hasAction(rep *netcheck.Report, words ...string) bool {
+	for _, a := range append(rep.Verdict.Actions, rep.Verdict.Notes...) {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(a, w)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// TestNetcheckVerdicts: every verdict of netcheck against a real chatd behind the lab's box (N10).
+func TestNetcheckVerdicts(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name    string
+		rules   []string
+		want    netcheck.Status
+		port    int
+		result  string
+		summary string
+		action  []string
+	}{
+		{"open", nil, netcheck.OK, 5222, "open", "Both ports open", nil},
+		{"5222-rejected", []string{netlab.Reject(5222)}, netcheck.Degraded, 5222, "refused", "5222 blocked but 443 open", []string{"refused", "REJECT", "5222"}},
+		{"5222-dropped", []string{netlab.Drop(5222)}, netcheck.Degraded, 5222, "timeout", "5222 blocked but 443 open", []string{"no answer", "DROP", "5222"}},
+		{"443-rejected", []string{netlab.Reject(443)}, netcheck.Broken, 443, "refused", "5222 open, 443 closed: unsupported", []string{"443", "REJECT"}},
+		{"all-dropped", []string{netlab.Drop(443), netlab.Drop(5222)}, netcheck.Broken, 443, "timeout", "443 blocked: unsupported", []string{"HTTPS"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			l := netlab.New(t)
+			s := startChatd(t, l)
+			l.SetRules(tc.rules...)
+			rep := netcheckFrom(t, l, s, nil)
+			if rep.Verdict.Status != tc.want || !strings.Contains(rep.Verdict.Summary, tc.summary) {
+				t.Errorf("verdict %s %q, want %s %q", rep.Verdict.Status, rep.Verdict.Summary, tc.want, tc.summary)
+			}
+			if got := portResult(rep, tc.port); got != tc.result {
+				t.Errorf("port %d: %q, want %q", tc.port, got, tc.result)
+			}
+			if tc.action != nil && !hasAction(rep, tc.action...) {
+				t.Errorf("no action mentions %q: %q", tc.action, rep.Verdict.Actions)
+			}
+			if code := rep.Verdict.ExitCode(); code != map[netcheck.Status]int{netcheck.OK: 0, netcheck.Degraded: 1, netcheck.Broken: 2}[tc.want] {
+				t.Errorf("exit code %d for %s", code, tc.want)
+			}
+		})
+	}
+}
+
+// TestNetcheckMiddleboxes: a middlebox that kills non-TLS on 443 is detected and named; a
+// TLS-intercepting one is detected with the issuer it presents.
+func TestNetcheckMiddleboxes(t *testing.T) {
+	t.Parallel()
+	netlab.Require(t, "nginx")
+	t.Run("tls-only", func(t *testing.T) {
+		t.Parallel()
+		l := netlab.New(t)
+		s := startChatd(t, l)
+		l.TLSOnly443(netlab.ServerAddr + ":443")
+		rep := netcheckFrom(t, l, s, nil)
+		if rep.Verdict.Status != netcheck.OK {
+			t.Errorf("verdict %s: %s", rep.Verdict.Status, rep.Verdict.Summary)
+		}
+		if !hasAction(rep, "cuts traffic", "not TLS") {
+			t.Errorf("the non-TLS-killing middlebox is not named: %q", rep.Verdict.Notes)
+		}
+	})
+	t.Run("intercepting", func(t *testing.T) {
+		t.Parallel()
+		l := netlab.New(t)
+		s := startChatd(t, l)
+		l.SetRules(netlab.Drop(5222))
+		other, err := pki.EnsureDevTLS(t.TempDir(), []string{netlab.ServerAddr}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.InterceptTLS443(other.CertFile, other.KeyFile, netlab.ServerAddr+":443")
+		rep := netcheckFrom(t, l, s, func(c *netcheck.Config) { c.Timeout = 3 * time.Second })
+		tls := rep.Hosts[0].TLS
+		if tls == nil || !tls.Intercepted {
+			t.Fatalf("interception not detected: %+v", tls)
+		}
+		if !hasAction(rep, "intercepted", "Exempt") {
+			t.Errorf("no action about the interception: %q", rep.Verdict.Actions)
+		}
+		if rep.Verdict.Status != netcheck.Broken {
+			t.Errorf("verdict %s, want broken (5222 dropped, and TLS to the server intercepted): %s", rep.Verdict.Status, rep.Verdict.Summary)
+		}
+	})
+}

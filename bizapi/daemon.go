@@ -3,7 +3,6 @@ package bizapi
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/webhook"
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/internal/run"
+	"github.com/chatd-dev/chatd/netcheck"
 	"github.com/chatd-dev/chatd/transport"
 )
 
@@ -48,6 +48,8 @@ type Config struct {
 	// config requests alike; nil means direct. cmd/bizapi passes transport.ProxyFromEnvironment()
 	// (HTTPS_PROXY, NO_PROXY) or transport.ProxyURL of its proxy setting.
 	Proxy transport.ProxyFunc
+	// ProxySource says where Proxy came from ("config", "environment"), for netcheck's report.
+	ProxySource string
 	// Only443 restricts the chat connection to the 443 path: port 5222 is never dialled (N5).
 	Only443 bool
 	// MaxBackoff caps the delay between reconnects to chatd; 0 means client.DefaultMaxBackoff (30 s).
@@ -104,16 +106,9 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var roots *x509.CertPool
-	if cfg.ServerCAFile != "" {
-		pem, err := os.ReadFile(cfg.ServerCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("bizapi: server CA: %w", err)
-		}
-		roots = x509.NewCertPool()
-		if !roots.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("bizapi: server CA %s holds no PEM certificate", cfg.ServerCAFile)
-		}
+	roots, err := loadRoots(cfg.ServerCAFile)
+	if err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("bizapi: data folder: %w", err)
@@ -179,7 +174,14 @@ func Start(cfg Config) (d *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	h, err := api.New(api.Config{Store: st, Gateway: gw, Settings: live, APIKey: cfg.APIKey, Registry: reg, Logger: log, Version: cfg.Version})
+	netcfg := netcheckConfig(cfg, roots)
+	h, err := api.New(api.Config{Store: st, Gateway: gw, Settings: live, APIKey: cfg.APIKey, Registry: reg, Logger: log, Version: cfg.Version,
+		Netcheck: func(ctx context.Context, idle time.Duration) *netcheck.Report {
+			nc := netcfg
+			nc.Idle = idle
+			pinKey(ctx, &nc, st)
+			return netcheck.Run(ctx, nc)
+		}})
 	if err != nil {
 		return nil, err
 	}

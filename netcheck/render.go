@@ -35,8 +35,12 @@ func (r *Report) Render(w io.Writer) {
 		for _, p := range h.Ports {
 			fmt.Fprintf(w, "  tcp %-5d %-13s %8v  %s\n", p.Port, p.Result, p.Took.Round(time.Millisecond), p.Error)
 		}
-		if t := h.TLS; t != nil {
-			fmt.Fprintf(w, "  tls       %-13s %8v  %s ALPN %q issuer %s  %s\n", t.Status, t.Took.Round(time.Millisecond), t.Version, t.ALPN, t.Issuer, t.Error)
+		switch t := h.TLS; {
+		case t == nil:
+		case t.Version == "":
+			fmt.Fprintf(w, "  tls       %-13s %8v  %s\n", t.Status, t.Took.Round(time.Millisecond), t.Error)
+		default:
+			fmt.Fprintf(w, "  tls       %-13s %8v  %s, ALPN %q, issuer %s  %s\n", t.Status, t.Took.Round(time.Millisecond), t.Version, t.ALPN, t.Issuer, t.Error)
 		}
 	}
 	fmt.Fprintf(w, "\nchatd handshake (probe login) per path:\n")

@@ -355,10 +355,25 @@ func (r *run) path(ctx context.Context, ep transport.Endpoint, key [32]byte) Pat
 		err error
 	)
 	if key == [32]byte{} {
-		pc.Stage, err = "handshake", errors.New("no server key known (HTTPS failed and none is pinned)")
-	} else {
-		p, pc.Stage, err = r.probe(ctx, ep, key, 0)
+		// Without a key the handshake cannot be checked; the transport still can.
+		dctx, cancel := context.WithTimeout(ctx, r.cfg.Timeout)
+		nc, derr := r.dialer().Dial(dctx, ep)
+		cancel()
+		pc.Took = r.cfg.Now().Sub(start)
+		if derr != nil {
+			pc.Status, pc.Error, pc.Stage = Broken, derr.Error(), "connect"
+			var de *transport.DialError
+			if errors.As(derr, &de) {
+				pc.Stage = de.Step
+			}
+		} else {
+			nc.Close()
+			pc.Status, pc.Error = Degraded, "the transport works; the chatd handshake was not tested: no server key known (HTTPS failed and this bizapi is not registered)"
+		}
+		r.step(Step{Check: "chatd", Target: pc.Endpoint, Status: pc.Status, Detail: pc.Error, Took: pc.Took})
+		return pc
 	}
+	p, pc.Stage, err = r.probe(ctx, ep, key, 0)
 	pc.Took = r.cfg.Now().Sub(start)
 	if err != nil {
 		pc.Status, pc.Error = Broken, err.Error()

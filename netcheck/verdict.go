@@ -45,18 +45,18 @@ func verdict(rep *Report, cfg Config) Verdict {
 		ep := all[i]
 		raw443 := ep.Transport == transport.TransportTCP && transport.On443(ep, all)
 		switch {
-		case p.Status == OK && ep.Transport != transport.TransportTCP:
+		case p.Status != Broken && ep.Transport != transport.TransportTCP:
 			via443 = true
 			if ep.Transport == transport.TransportTLS {
 				tlsOK = true
 			}
-		case p.Status == OK && !raw443:
+		case p.Status != Broken && !raw443:
 			direct = true
 		}
 	}
 	for i, p := range rep.Paths {
 		ep := all[i]
-		if p.Status == OK {
+		if p.Status != Broken {
 			continue
 		}
 		raw443 := ep.Transport == transport.TransportTCP && transport.On443(ep, all)
@@ -134,4 +134,3 @@ func verdict(rep *Report, cfg Config) Verdict {
 	}
 	return v
 }
-

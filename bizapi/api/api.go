@@ -24,6 +24,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/settings"
 	"github.com/chatd-dev/chatd/bizapi/store"
 	"github.com/chatd-dev/chatd/internal/keyedlimit"
+	"github.com/chatd-dev/chatd/netcheck"
 )
 
 // Gateway is what the API needs of the chatd connection; *gateway.Gateway implements it.
@@ -79,6 +80,10 @@ type Config struct {
 	Version string
 	// MaxBodyBytes limits request bodies (413, code 1001). If zero, DefaultMaxBodyBytes (64 KiB).
 	MaxBodyBytes int64
+	// Netcheck runs a network check for POST /v1/support/network, with the idle test up to idle
+	// when positive (bizapi.Start wires netcheck.Run with bizapi's own server, CA, proxy and pinned
+	// key). If nil, that endpoint answers 1011.
+	Netcheck func(ctx context.Context, idle time.Duration) *netcheck.Report
 }
 
 // Handler is the REST API, an http.Handler. Create it with New; Close stops its background work.
@@ -86,6 +91,8 @@ type Handler struct {
 	// Static after construction.
 	store     store.Store
 	gw        Gateway
+	netcheck  func(ctx context.Context, idle time.Duration) *netcheck.Report // Config.Netcheck; may be nil
+	net       network
 	live      *settings.Live
 	apiKey    *[32]byte // SHA-256 of Config.APIKey; nil when none
 	registry  *prometheus.Registry
@@ -124,6 +131,7 @@ func New(cfg Config) (*Handler, error) {
 	h := &Handler{
 		store:    cfg.Store,
 		gw:       cfg.Gateway,
+		netcheck: cfg.Netcheck,
 		live:     cfg.Settings,
 		registry: cfg.Registry,
 		tokenTTL: cfg.TokenTTL,
@@ -257,6 +265,8 @@ func (h *Handler) routes() {
 	h.handle("GET /v1/settings/application", accessBearer, h.getSettings)
 	h.handle("PATCH /v1/settings/application", accessBearer, h.patchSettings)
 	h.handle("DELETE /v1/settings/application", accessBearer, h.deleteSettings)
+	h.handle("GET /v1/support/network", accessBearer, h.getNetwork)
+	h.handle("POST /v1/support/network", accessBearer, h.postNetwork)
 	h.handle("/", accessOpen, h.unmatched)
 }
 

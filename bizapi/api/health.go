@@ -58,7 +58,13 @@ func (h *Handler) health(w http.ResponseWriter, _ *http.Request, _ identity) err
 	g := h.gw.Health()
 	var resp healthResponse
 	resp.Health.GatewayStatus = g.GatewayStatus
-	resp.Health.Gateway = gatewayHealth{
+	resp.Health.Gateway = gatewayJSON(g)
+	return h.writeJSON(w, http.StatusOK, resp)
+}
+
+// gatewayJSON is the "gateway" extension of health (and of the network report) for g.
+func gatewayJSON(g gateway.Health) gatewayHealth {
+	gh := gatewayHealth{
 		Phone:          g.Phone,
 		Path:           gatewayPath{Addr: g.Addr, Port: g.Port, Transport: g.Transport, Proxy: g.Proxy},
 		NetworkProblem: g.NetworkProblem,
@@ -71,14 +77,14 @@ func (h *Handler) health(w http.ResponseWriter, _ *http.Request, _ identity) err
 	}
 	switch {
 	case g.NetworkProblem != "":
-		resp.Health.Gateway.Network = networkUnsupported
+		gh.Network = networkUnsupported
 	case g.GatewayStatus == gateway.StatusConnected:
-		resp.Health.Gateway.Network = networkOK
+		gh.Network = networkOK
 	}
 	if !g.Since.IsZero() {
-		resp.Health.Gateway.Since = g.Since.UTC().Format(time.RFC3339)
+		gh.Since = g.Since.UTC().Format(time.RFC3339)
 	}
-	return h.writeJSON(w, http.StatusOK, resp)
+	return gh
 }
 
 // millis is d in milliseconds, to the microsecond.

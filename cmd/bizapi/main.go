@@ -28,6 +28,7 @@ const usage = `bizapi — the Business API client of chatd
 
 Usage:
   bizapi serve [--config FILE] [flags]   run the REST API and the gateway connection to chatd
+  bizapi netcheck [flags]                test this network's path to chatd and say what to change
   bizapi version                         print the version
   bizapi help [command]                  show help
 
@@ -48,7 +49,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return cliutil.Program{
 		Name: "bizapi", Version: version, Usage: usage,
 		Commands: map[string]cliutil.Command{
-			"serve": cmdServe,
+			"serve":    cmdServe,
+			"netcheck": cmdNetcheck,
 		},
 	}.Run(args, stdout, stderr)
 }

@@ -54,6 +54,10 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
+	var st ExitStatus
+	if errors.As(err, &st) {
+		return int(st)
+	}
 	if err != nil {
 		// Library errors often name the program already ("bizapi: no data folder…"): say it once.
 		msg := err.Error()
@@ -65,5 +69,11 @@ func (p Program) Run(args []string, stdout, stderr io.Writer) int {
 	}
 	return 0
 }
+
+// ExitStatus, returned by a Command, ends the program with that status and no further message (the
+// command said what it had to).
+type ExitStatus int
+
+func (e ExitStatus) Error() string { return fmt.Sprintf("exit status %d", int(e)) }
 
 func isHelp(arg string) bool { return arg == "help" || arg == "-h" || arg == "--help" }

@@ -118,6 +118,8 @@ func verdict(rep *Report, cfg Config) Verdict {
 	switch {
 	case !via443 && direct:
 		v.Status, v.Summary = Broken, "5222 open, 443 closed: unsupported. Chat works on 5222 for now, but registration and restarts need HTTPS on 443, and 443 is the fallback."
+	case !via443 && open443(rep, all):
+		v.Status, v.Summary = Broken, "443 connects, but no chatd answers there (TLS, the handshake or HTTPS fails: see below): unsupported until that is fixed."
 	case !via443:
 		v.Status, v.Summary = Broken, "443 blocked: unsupported. No path to chatd works; registration and restarts need HTTPS on 443."
 	case !https:
@@ -133,4 +135,17 @@ func verdict(rep *Report, cfg Config) Verdict {
 		v.Status, v.Summary = Degraded, v.Summary+" But see the actions below."
 	}
 	return v
+}
+
+// open443 reports whether TCP to a 443-path port connected.
+func open443(rep *Report, all []transport.Endpoint) bool {
+	for _, h := range rep.Hosts {
+		for _, pc := range h.Ports {
+			ep := transport.Endpoint{Host: h.Host, Port: pc.Port, Transport: transport.TransportTCP}
+			if pc.Result == "open" && transport.On443(ep, all) {
+				return true
+			}
+		}
+	}
+	return false
 }

@@ -74,6 +74,13 @@
 // fetch over HTTPS failed and the cached config is in use (N7). Empty strings and zeros mean "not
 // known yet".
 //
+// # GET and POST /v1/support/network
+//
+// POST runs a network check (Config.Netcheck: netcheck.Run with bizapi's settings; ?idle=DURATION
+// up to 15m adds the idle test) and answers {"network": netcheck.Report, "gateway_status",
+// "gateway": the health extension}; one runs at a time (429/1015 while one runs). GET answers the
+// latest, or 503/1011 before the first. Bearer only.
+//
 // # GET /v1/metrics
 //
 // Prometheus text of Config.Registry: bizapi_http_requests_total{endpoint,code},

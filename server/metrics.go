@@ -20,6 +20,7 @@ type Metrics struct {
 	logins           *prometheus.CounterVec // result
 	messages         *prometheus.CounterVec // event
 	closes           *prometheus.CounterVec // reason
+	probesHeld       prometheus.Gauge
 }
 
 // NewMetrics creates the server metrics in reg (a new registry when nil).
@@ -48,7 +49,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		}),
 		logins: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_logins_total",
-			Help: "Logins by result: ok, unknown_device, probe, unsupported_version, error.",
+			Help: "Logins by result: ok, unknown_device, probe (answered PROBE_OK, held or not), probe_limited (a probe refused with RATE_LIMITED), unsupported_version, error.",
 		}, []string{"result"}),
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "chatd_messages_total",
@@ -58,8 +59,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "chatd_closes_total",
 			Help: "Connections closed, by close reason (the CloseReason names of docs/protocol.md).",
 		}, []string{"reason"}),
+		probesHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "chatd_probes_held",
+			Help: "Probe connections held open now at the client's request (ClientHello.probe_hold_ms); not counted in chatd_connections.",
+		}),
 	}
-	reg.MustRegister(m.accepted, m.connections, m.handshakes, m.handshakeSeconds, m.logins, m.messages, m.closes)
+	reg.MustRegister(m.accepted, m.connections, m.handshakes, m.handshakeSeconds, m.logins, m.messages, m.closes, m.probesHeld)
 	return m
 }
 

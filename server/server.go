@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/server/store"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
@@ -35,6 +36,14 @@ const (
 	DefaultMaxPipelined     = 1024
 	MinPingInterval         = 5 * time.Second
 	MaxPingInterval         = 10 * time.Minute
+
+	// Probe logins (docs/protocol.md §4.3).
+	DefaultProbeBurst           = 30               // probe logins per address at once…
+	DefaultProbeEvery           = 2 * time.Second  // …then one more every 2 s: 30 a minute
+	DefaultMaxProbeHold         = 15 * time.Minute // the cap on ClientHello.probe_hold_ms
+	DefaultProbeHoldGrace       = 5 * time.Second  // added to a hold before the server gives up on the ping
+	DefaultMaxHeldProbesPerAddr = 32               // probes held at once per client address
+	DefaultMaxHeldProbes        = 1024             // probes held at once in all
 )
 
 // Config configures a Server. Store and StaticKey are required; every other field has a default.
@@ -71,6 +80,25 @@ type Config struct {
 	// ShutdownRetryAfter is the "retry after" hint sent with SERVER_SHUTDOWN; each session gets a
 	// random value between 1 and 2 times it, so clients do not return in one wave. If zero, 2 s.
 	ShutdownRetryAfter time.Duration
+	// ProbeBurst and ProbeEvery limit probe logins (docs/protocol.md §4.3) per client address (an IPv4
+	// address, or the /64 of an IPv6 address; keyedlimit.ClientKey): ProbeBurst at once, then one more
+	// every ProbeEvery. A probe over the limit is answered Close{RATE_LIMITED, retry_after_ms} instead
+	// of PROBE_OK. Account logins are not limited by it. If zero, DefaultProbeBurst (30) and
+	// DefaultProbeEvery (2 s): 30 a minute. A negative ProbeEvery disables the limit.
+	ProbeBurst int
+	ProbeEvery time.Duration
+	// MaxProbeHold caps the hold a probe asks for (ClientHello.probe_hold_ms). If zero,
+	// DefaultMaxProbeHold (15 min).
+	MaxProbeHold time.Duration
+	// ProbeHoldGrace is added to a probe's hold before the server stops waiting for its ping and closes
+	// it with PROBE_DONE "probe hold elapsed". If zero, DefaultProbeHoldGrace (5 s).
+	ProbeHoldGrace time.Duration
+	// MaxHeldProbesPerAddr and MaxHeldProbes cap the probes held at once per client address (as for
+	// ProbeBurst) and in all. A probe that asks for a hold beyond either cap is answered PROBE_OK and
+	// closed at once. If zero, DefaultMaxHeldProbesPerAddr (32) and DefaultMaxHeldProbes (1024); if
+	// negative, no probe is held.
+	MaxHeldProbesPerAddr int
+	MaxHeldProbes        int
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -95,6 +123,11 @@ type Server struct {
 	sessions  map[string]*session   // logged-in sessions by phone; guarded by mu
 	conns     map[*session]struct{} // every session, logged in or not; guarded by mu
 	wg        sync.WaitGroup        // one per connection handler
+
+	probeLimit *keyedlimit.Limiter // probe logins per client address; nil: no limit; guards itself
+	probeMu    sync.Mutex
+	heldProbes map[string]int // held probes by client address (never a zero count); guarded by probeMu
+	heldTotal  int            // held probes in all; guarded by probeMu
 }
 
 // New returns a Server for cfg.
@@ -120,6 +153,24 @@ func New(cfg Config) *Server {
 	if cfg.ShutdownRetryAfter <= 0 {
 		cfg.ShutdownRetryAfter = 2 * time.Second
 	}
+	if cfg.ProbeBurst <= 0 {
+		cfg.ProbeBurst = DefaultProbeBurst
+	}
+	if cfg.ProbeEvery == 0 {
+		cfg.ProbeEvery = DefaultProbeEvery
+	}
+	if cfg.MaxProbeHold <= 0 {
+		cfg.MaxProbeHold = DefaultMaxProbeHold
+	}
+	if cfg.ProbeHoldGrace <= 0 {
+		cfg.ProbeHoldGrace = DefaultProbeHoldGrace
+	}
+	if cfg.MaxHeldProbesPerAddr == 0 {
+		cfg.MaxHeldProbesPerAddr = DefaultMaxHeldProbesPerAddr
+	}
+	if cfg.MaxHeldProbes == 0 {
+		cfg.MaxHeldProbes = DefaultMaxHeldProbes
+	}
 	s := &Server{
 		cfg:       cfg,
 		log:       cfg.Logger,
@@ -128,6 +179,9 @@ func New(cfg Config) *Server {
 		listeners: make(map[net.Listener]bool),
 		sessions:  make(map[string]*session),
 		conns:     make(map[*session]struct{}),
+
+		probeLimit: keyedlimit.New(keyedlimit.Config{Every: cfg.ProbeEvery, Burst: cfg.ProbeBurst}),
+		heldProbes: make(map[string]int),
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
@@ -296,6 +350,37 @@ func (s *Server) Sessions() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.sessions)
+}
+
+// acquireHold takes a held-probe slot for the client address addr, if neither cap is reached.
+func (s *Server) acquireHold(addr string) bool {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	if s.heldTotal >= s.cfg.MaxHeldProbes || s.heldProbes[addr] >= s.cfg.MaxHeldProbesPerAddr {
+		return false
+	}
+	s.heldTotal++
+	s.heldProbes[addr]++
+	s.metrics.probesHeld.Inc()
+	return true
+}
+
+// releaseHold frees a slot taken by acquireHold.
+func (s *Server) releaseHold(addr string) {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	s.heldTotal--
+	if s.heldProbes[addr]--; s.heldProbes[addr] <= 0 {
+		delete(s.heldProbes, addr)
+	}
+	s.metrics.probesHeld.Dec()
+}
+
+// HeldProbes returns the number of probe connections held open now (docs/protocol.md §4.3).
+func (s *Server) HeldProbes() int {
+	s.probeMu.Lock()
+	defer s.probeMu.Unlock()
+	return s.heldTotal
 }
 
 // messageEvents are the chatd_messages_total counters by event, looked up once instead of per message.

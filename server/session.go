@@ -16,6 +16,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/chatd-dev/chatd/internal/groupcommit"
+	"github.com/chatd-dev/chatd/internal/keyedlimit"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/phone"
 	"github.com/chatd-dev/chatd/server/store"
@@ -91,6 +92,13 @@ type session struct {
 	detail    string
 	retry     time.Duration
 
+	// A held probe (docs/protocol.md §4.3) has no writer: the handler reads, and whoever closes the
+	// session writes its last frames (see close). holdFor and holdAddr are set by the handler before
+	// holding is; holdAddr is also the sign that a held-probe slot must be released.
+	holdFor  time.Duration // the hold granted (capped), plus the grace
+	holdAddr string        // the client address (keyedlimit.ClientKey) whose slot the probe holds
+	holding  atomic.Bool   // PROBE_OK is written: close writes the Close frame itself
+
 	// Pipelining (see above). replyCh is set by the handler before the writer starts; pipe and slots
 	// by the reader at its first request (an idle session has neither), before anything that makes
 	// the writer or a store callback use slots (taking a reply, a callback).
@@ -127,12 +135,31 @@ func newSession(srv *Server, nc net.Conn) *session {
 
 // close ends the session with reason. The first call wins; later calls do nothing. The writer sends the
 // Close frame (unless the connection is already lost) and closes the connection; before the writer
-// runs, close closes the connection itself.
+// runs, close closes the connection itself. A held probe has no writer: close sends its Close frame.
 func (s *session) close(reason chatdpb.CloseReason, detail string, retryAfter time.Duration) {
+	s.closeWith(nil, reason, detail, retryAfter)
+}
+
+// closeWith is close; a held probe's last frames are then last (if not nil) and the Close frame.
+func (s *session) closeWith(last *chatdpb.Envelope, reason chatdpb.CloseReason, detail string, retryAfter time.Duration) {
 	s.closeOnce.Do(func() {
 		s.reason, s.detail, s.retry = reason, detail, retryAfter
 		close(s.done)
-		if !s.writing.Load() {
+		switch {
+		case s.writing.Load():
+		case s.holding.Load():
+			// Nothing else writes to a held probe, and its send buffer is empty but for the
+			// LoginResult, so this write does not wait: not even Shutdown, which calls close for
+			// every connection in turn, is held up by it.
+			if reason != chatdpb.CloseReason_CONNECTION_LOST && reason != chatdpb.CloseReason_WRITE_TIMEOUT {
+				envs := []*chatdpb.Envelope{closeEnvelope(reason, detail, retryAfter)}
+				if last != nil {
+					envs = append([]*chatdpb.Envelope{last}, envs...)
+				}
+				s.writeDirectWithin(time.Second, envs...)
+			}
+			s.nc.Close()
+		default:
 			s.nc.Close()
 		}
 	})
@@ -151,6 +178,10 @@ func (s *session) run() {
 	if err := s.handshake(); err != nil {
 		return
 	}
+	if s.holdFor > 0 {
+		s.holdProbe()
+		return
+	}
 	s.readLoop()
 }
 
@@ -162,6 +193,9 @@ func (s *session) finish() {
 		s.nc.Close()
 	}
 	s.srv.forget(s)
+	if s.holdAddr != "" {
+		s.srv.releaseHold(s.holdAddr)
+	}
 	if s.phone != "" {
 		s.srv.metrics.connections.WithLabelValues(portLabel(s.port), s.transport).Dec()
 	}
@@ -220,9 +254,7 @@ func (s *session) handshake() error {
 		return errors.New("unsupported version")
 	}
 	if hello.GetProbe() {
-		s.srv.metrics.logins.WithLabelValues("probe").Inc()
-		s.reject(chatdpb.LoginResult_PROBE_OK, chatdpb.CloseReason_PROBE_DONE, "probe answered")
-		return errors.New("probe")
+		return s.probe(hello)
 	}
 	dev := conn.PeerStatic()
 	acct, err := cfg.Store.AccountByDevice(ctx, dev[:])
@@ -273,6 +305,80 @@ func (s *session) handshake() error {
 	return nil
 }
 
+var errProbeAnswered = errors.New("probe answered")
+
+// probe answers a probe login (docs/protocol.md §4.3): RATE_LIMITED over the per-address limit;
+// otherwise PROBE_OK, then either Close(PROBE_DONE) at once (it returns errProbeAnswered) or, when the
+// probe asked for a hold and a held-probe slot is free, nothing: it returns nil with s.holdFor set, and
+// run holds the connection (holdProbe).
+func (s *session) probe(hello *chatdpb.ClientHello) error {
+	srv := s.srv
+	addr := keyedlimit.ClientKey(s.nc.RemoteAddr().String())
+	if ok, wait := srv.probeLimit.Allow(addr, srv.now()); !ok {
+		srv.metrics.logins.WithLabelValues("probe_limited").Inc()
+		retry := max((wait + time.Millisecond - 1).Truncate(time.Millisecond), time.Millisecond) // rounded up, never 0
+		const detail = "too many probes from your address"
+		s.writeDirect(closeEnvelope(chatdpb.CloseReason_RATE_LIMITED, detail, retry))
+		s.close(chatdpb.CloseReason_RATE_LIMITED, detail, retry)
+		return errors.New("probe rate limited")
+	}
+	srv.metrics.logins.WithLabelValues("probe").Inc()
+	hold := min(time.Duration(hello.GetProbeHoldMs())*time.Millisecond, srv.cfg.MaxProbeHold)
+	if hold <= 0 {
+		s.reject(chatdpb.LoginResult_PROBE_OK, chatdpb.CloseReason_PROBE_DONE, "probe answered")
+		return errProbeAnswered
+	}
+	if !srv.acquireHold(addr) {
+		s.reject(chatdpb.LoginResult_PROBE_OK, chatdpb.CloseReason_PROBE_DONE, "probe answered; not held: too many held probes")
+		return errProbeAnswered
+	}
+	s.holdAddr = addr // finish releases the slot
+	res := &chatdpb.Envelope{Body: &chatdpb.Envelope_LoginResult{LoginResult: &chatdpb.LoginResult{
+		Status: chatdpb.LoginResult_PROBE_OK, ServerTimeMs: srv.now().UnixMilli(), MaxFrame: wire.MaxFrame}}}
+	if err := s.writeDirect(res); err != nil {
+		s.close(readReason(err, chatdpb.CloseReason_WRITE_TIMEOUT), err.Error(), 0)
+		return err
+	}
+	s.holdFor = hold + srv.cfg.ProbeHoldGrace
+	s.log.Debug("probe held", "hold", hold, "client", hello.GetClientVersion(), "path", hello.GetPath())
+	return nil
+}
+
+// holdProbe keeps a probe's connection open and silent after its PROBE_OK for s.holdFor, on the
+// handler goroutine and a timer. The first frame from the client ends the hold: a Ping is answered
+// with its Pong and Close(PROBE_DONE, "probe answered"); a Close is echoed (CLIENT_CLOSED); anything
+// else is a protocol error. If none comes in time, the timer closes the probe with PROBE_DONE "probe
+// hold elapsed" (on every transport: a read deadline would close a WebSocket before the Close frame).
+// Every close of a held probe writes its own Close frame (closeWith).
+func (s *session) holdProbe() {
+	s.nc.SetDeadline(time.Time{}) // the handshake deadline; writes set their own
+	s.holding.Store(true)
+	// A close that came before holding was set closed the connection, so the read below fails.
+	t := time.AfterFunc(s.holdFor, func() {
+		s.close(chatdpb.CloseReason_PROBE_DONE, "probe hold elapsed", 0)
+	})
+	defer t.Stop()
+	b, err := s.conn.ReadFrame()
+	if err != nil {
+		s.close(frameErrReason(err), err.Error(), 0) // a no-op when the session was closed already
+		return
+	}
+	var env chatdpb.Envelope
+	if err := wire.DecodeEnvelope(b, &env); err != nil {
+		s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
+		return
+	}
+	switch body := env.Body.(type) {
+	case *chatdpb.Envelope_Ping:
+		pong := &chatdpb.Envelope{Body: &chatdpb.Envelope_Pong{Pong: &chatdpb.Pong{Id: body.Ping.GetId()}}}
+		s.closeWith(pong, chatdpb.CloseReason_PROBE_DONE, "probe answered", 0)
+	case *chatdpb.Envelope_Close:
+		s.close(chatdpb.CloseReason_CLIENT_CLOSED, body.Close.GetDetail(), 0)
+	default:
+		s.close(chatdpb.CloseReason_PROTOCOL_ERROR, fmt.Sprintf("envelope %T during a probe hold; only a ping is allowed", env.Body), 0)
+	}
+}
+
 // reject answers a login with status, sends Close(reason) and closes the connection.
 func (s *session) reject(status chatdpb.LoginResult_Status, reason chatdpb.CloseReason, detail string) {
 	s.writeDirect(
@@ -284,6 +390,11 @@ func (s *session) reject(status chatdpb.LoginResult_Status, reason chatdpb.Close
 
 // writeDirect writes envelopes before the writer goroutine exists.
 func (s *session) writeDirect(envs ...*chatdpb.Envelope) error {
+	return s.writeDirectWithin(s.srv.cfg.WriteTimeout, envs...)
+}
+
+// writeDirectWithin is writeDirect with a write deadline of timeout.
+func (s *session) writeDirectWithin(timeout time.Duration, envs ...*chatdpb.Envelope) error {
 	var buf, scratch []byte
 	var err error
 	for _, env := range envs {
@@ -291,7 +402,7 @@ func (s *session) writeDirect(envs ...*chatdpb.Envelope) error {
 			return err
 		}
 	}
-	s.nc.SetWriteDeadline(s.srv.now().Add(s.srv.cfg.WriteTimeout))
+	s.nc.SetWriteDeadline(time.Now().Add(timeout))
 	_, err = s.nc.Write(buf)
 	return err
 }
@@ -303,15 +414,10 @@ func (s *session) readLoop() {
 		s.nc.SetReadDeadline(time.Now().Add(timeout))
 		b, err := s.conn.ReadFrame()
 		if err != nil {
-			switch {
-			case isTimeout(err):
+			if isTimeout(err) {
 				s.close(chatdpb.CloseReason_IDLE_TIMEOUT, fmt.Sprintf("no frame for %v (ping interval %v)", timeout, s.pingInterval), 0)
-			case errors.Is(err, wire.ErrFrameTooLarge):
-				s.close(chatdpb.CloseReason_FRAME_TOO_LARGE, err.Error(), 0)
-			case errors.Is(err, noisesock.ErrDecrypt):
-				s.close(chatdpb.CloseReason_DECRYPT_FAILED, err.Error(), 0)
-			default:
-				s.close(chatdpb.CloseReason_CONNECTION_LOST, err.Error(), 0)
+			} else {
+				s.close(frameErrReason(err), err.Error(), 0)
 			}
 			return
 		}
@@ -329,6 +435,18 @@ func (s *session) readLoop() {
 }
 
 var errSessionClosed = errors.New("session closed")
+
+// frameErrReason is the close reason of a failed ReadFrame that is not a timeout.
+func frameErrReason(err error) chatdpb.CloseReason {
+	switch {
+	case errors.Is(err, wire.ErrFrameTooLarge):
+		return chatdpb.CloseReason_FRAME_TOO_LARGE
+	case errors.Is(err, noisesock.ErrDecrypt):
+		return chatdpb.CloseReason_DECRYPT_FAILED
+	default:
+		return chatdpb.CloseReason_CONNECTION_LOST
+	}
+}
 
 // reply queues env for the writer.
 func (s *session) reply(env *chatdpb.Envelope) error {

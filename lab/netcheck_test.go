@@ -132,3 +132,28 @@ func TestNetcheckMiddleboxes(t *testing.T) {
 		}
 	})
 }
+
+// TestNetcheckIdleEstimate: behind a firewall that forgets connections idle for 30 s, netcheck's
+// idle test (up to 60 s, in 6 s steps) estimates the timeout within 20 %, and recommends pinging
+// more often than that.
+func TestNetcheckIdleEstimate(t *testing.T) {
+	t.Parallel()
+	l := netlab.New(t)
+	l.IdleTimeout(30)
+	s := startChatd(t, l)
+	rep := netcheckFrom(t, l, s, func(c *netcheck.Config) { c.Idle = time.Minute })
+	ic := rep.Idle
+	if ic == nil || ic.Died == 0 {
+		t.Fatalf("no idle connection died behind a 30 s idle timeout: %+v", ic)
+	}
+	const timeout = 30 * time.Second
+	if ic.Estimate < timeout*8/10 || ic.Estimate > timeout*12/10 {
+		t.Errorf("estimated idle timeout %v (alive after %v, dead after %v), want within 20 %% of %v", ic.Estimate, ic.Survived, ic.Died, timeout)
+	}
+	if ic.Recommended >= ic.Survived || ic.Status != netcheck.Degraded {
+		t.Errorf("recommended ping interval %v with status %s, want below %v and degraded", ic.Recommended, ic.Status, ic.Survived)
+	}
+	if !hasAction(rep, "forgets idle connections") {
+		t.Errorf("no action about the idle timeout: %q", rep.Verdict.Actions)
+	}
+}

@@ -2,11 +2,14 @@ package netcheck
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/chatd-dev/chatd/transport"
+	"github.com/chatd-dev/chatd/wire"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -35,6 +38,7 @@ func (r *run) idle(ctx context.Context, rep *Report, eps []transport.Endpoint, k
 	ic.Path = ep.String()
 	survived := make([]bool, idleSteps+1)
 	errs := make([]error, idleSteps+1)
+	unknown := make([]bool, idleSteps+1) // the server did not hold it: says nothing about the network
 	var wg sync.WaitGroup
 	for k := 1; k <= idleSteps; k++ {
 		d := r.cfg.Idle * time.Duration(k) / idleSteps
@@ -42,8 +46,13 @@ func (r *run) idle(ctx context.Context, rep *Report, eps []transport.Endpoint, k
 		go func() {
 			defer wg.Done()
 			survived[k], errs[k] = r.holdIdle(ctx, ep, key, d)
+			var nh *notHeldError
+			unknown[k] = errors.As(errs[k], &nh)
 			st, detail := OK, "alive"
-			if !survived[k] {
+			switch {
+			case unknown[k]:
+				st, detail = Skipped, errText(errs[k])
+			case !survived[k]:
 				st, detail = Broken, "dead: "+errText(errs[k])
 			}
 			r.step(Step{Check: "idle", Target: fmt.Sprintf("%s idle %v", ep, d), Status: st, Detail: detail, Took: d})
@@ -52,6 +61,9 @@ func (r *run) idle(ctx context.Context, rep *Report, eps []transport.Endpoint, k
 	wg.Wait()
 	for k := 1; k <= idleSteps; k++ {
 		d := r.cfg.Idle * time.Duration(k) / idleSteps
+		if unknown[k] {
+			continue
+		}
 		if survived[k] && ic.Died == 0 {
 			ic.Survived = d
 		}
@@ -102,10 +114,22 @@ func (r *run) holdIdle(ctx context.Context, ep transport.Endpoint, key [32]byte,
 	if err != nil {
 		return false, err
 	}
+	if cl := env.GetClose(); cl != nil && cl.GetReason() != chatdpb.CloseReason_PROBE_DONE || cl != nil && strings.Contains(cl.GetDetail(), "not held") {
+		// The server did not hold the connection (too many held probes, or it is shutting down):
+		// this step says nothing about the network.
+		return false, &notHeldError{wire.CloseReasonName(cl.GetReason()) + ": " + cl.GetDetail()}
+	}
 	if env.GetPong() == nil {
 		return false, fmt.Errorf("expected a pong, got %v", env)
 	}
 	return true, nil
+}
+
+// notHeldError is a held connection the server did not hold.
+type notHeldError struct{ detail string }
+
+func (e *notHeldError) Error() string {
+	return "the server did not hold the connection (" + e.detail + ")"
 }
 
 func on443(ep transport.Endpoint, all []transport.Endpoint) bool { return transport.On443(ep, all) }

@@ -104,7 +104,8 @@ func (c *fileConfig) daemonConfig() (bizapi.Config, error) {
 	}
 	return bizapi.Config{
 		DataDir: c.DataDir, Listen: c.Listen, TLSCert: c.TLSCert, TLSKey: c.TLSKey,
-		ServerURL: c.Server, ServerCAFile: c.ServerCA, Proxy: proxy, Only443: c.Only443, MaxBackoff: c.MaxBackoff.Duration,
+		ServerURL: c.Server, ServerCAFile: c.ServerCA, Proxy: proxy, ProxySource: cliutil.ProxySource(c.Proxy),
+		Only443: c.Only443, MaxBackoff: c.MaxBackoff.Duration,
 		AdminPassword: c.AdminPassword, APIKey: c.APIKey,
 		WebhookURL: c.WebhookURL, WebhookSecret: c.WebhookSecret, Version: version,
 	}, nil

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 
@@ -56,4 +57,19 @@ func ProxySetting(s string) (transport.ProxyFunc, error) {
 		}
 	}
 	return transport.ProxyURL(u), nil
+}
+
+// ProxySource says where the proxy of ProxySetting(s) comes from: "config" for an explicit URL,
+// "none" when s turns proxies off, "environment" when HTTPS_PROXY (or https_proxy) is set, else "".
+func ProxySource(s string) string {
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "":
+		if os.Getenv("HTTPS_PROXY") != "" || os.Getenv("https_proxy") != "" {
+			return "environment"
+		}
+		return ""
+	case "none", "direct":
+		return "none"
+	}
+	return "config"
 }

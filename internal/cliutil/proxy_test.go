@@ -62,3 +62,17 @@ func TestProxySetting(t *testing.T) {
 		}
 	}
 }
+
+func TestProxySource(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "")
+	t.Setenv("https_proxy", "")
+	for in, want := range map[string]string{"": "", "none": "none", "DIRECT": "none", "http://p:3128": "config", "p:3128": "config"} {
+		if got := ProxySource(in); got != want {
+			t.Errorf("ProxySource(%q) = %q, want %q", in, got, want)
+		}
+	}
+	t.Setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+	if got := ProxySource(""); got != "environment" {
+		t.Errorf("with HTTPS_PROXY set: %q, want environment", got)
+	}
+}

@@ -27,6 +27,7 @@ type fileConfig struct {
 	SMSWebhookURL    string           `toml:"sms_webhook_url"`
 	SMSWebhookToken  string           `toml:"sms_webhook_token"`
 	Only443          bool             `toml:"only_443"`
+	IPListFile       string           `toml:"iplist_file"`
 	IPListVersion    string           `toml:"iplist_version"`
 	HandshakeTimeout cliutil.Duration `toml:"handshake_timeout"`
 	CodeTTL          cliutil.Duration `toml:"code_ttl"`
@@ -56,7 +57,8 @@ func (c *fileConfig) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.SMSWebhookURL, "sms-webhook-url", "", `URL that receives {"phone","code","method"} for each verification code; required unless --dev`)
 	fs.StringVar(&c.SMSWebhookToken, "sms-webhook-token", "", "bearer token sent to the SMS webhook (prefer the config file: flags show in ps)")
 	fs.BoolVar(&c.Only443, "only-443", false, "tell clients (in /v1/config) to use only port 443")
-	fs.StringVar(&c.IPListVersion, "iplist-version", "", "IP address list version published in /v1/config")
+	fs.StringVar(&c.IPListFile, "iplist-file", "", "the deployment's IP address list (TOML: updated, effective_from, expires, ipv4, ipv6), served signed at /v1/iplist.json and /v1/iplist.zip")
+	fs.StringVar(&c.IPListVersion, "iplist-version", "", "iplist_version published in /v1/config when no list is served (not with --iplist-file)")
 	fs.DurationVar(&c.HandshakeTimeout.Duration, "handshake-timeout", 10*time.Second, "time from accept to a logged-in session")
 	fs.DurationVar(&c.CodeTTL.Duration, "code-ttl", 10*time.Minute, "how long a verification code stays valid")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "debug, info, warn or error")
@@ -81,6 +83,7 @@ func (c *fileConfig) nodeConfig() node.Config {
 		SMSWebhookURL:    c.SMSWebhookURL,
 		SMSWebhookToken:  c.SMSWebhookToken,
 		Only443:          c.Only443,
+		IPListFile:       c.IPListFile,
 		IPListVersion:    c.IPListVersion,
 		HandshakeTimeout: c.HandshakeTimeout.Duration,
 		CodeTTL:          c.CodeTTL.Duration,

@@ -2,6 +2,7 @@
 //
 //	chatd serve [--config FILE] [flags]   run the server
 //	chatd cert issue --phone N --name NAME  issue a business certificate
+//	chatd iplist [--config FILE]          write the signed IP address list as a ZIP
 //	chatd keys                            print the server and operator public keys
 //
 // Run "chatd help" for everything.
@@ -34,6 +35,7 @@ const usage = `chatd — the chatd messaging server
 Usage:
   chatd serve [--config FILE] [flags]     run the server (chat on 5222 and 443, HTTPS on 443)
   chatd cert issue --phone N --name NAME  issue a business certificate signed by the operator key
+  chatd iplist [--config FILE] [--out F]  write the IP address list as a ZIP signed by the operator key
   chatd keys [--data DIR]                 print the server static key (clients pin it) and the operator key
   chatd version                           print the version
   chatd help [command]                    show help
@@ -52,9 +54,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return cliutil.Program{
 		Name: "chatd", Version: version, Usage: usage,
 		Commands: map[string]cliutil.Command{
-			"serve": cmdServe,
-			"cert":  cmdCert,
-			"keys":  cmdKeys,
+			"serve":  cmdServe,
+			"cert":   cmdCert,
+			"keys":   cmdKeys,
+			"iplist": cmdIPList,
 		},
 	}.Run(args, stdout, stderr)
 }
@@ -103,6 +106,9 @@ Examples:
 	if cfg.Dev {
 		fmt.Fprintf(stdout, "chatd (dev mode) is serving\n  chat:    %s\n  https:   %s  (CA for clients: %s)\n  data:    %s\n  server key: %s\n",
 			n.ChatAddr, n.HTTPSURL, n.CAFile, cfg.DataDir, pki.FormatPublic(n.ServerKey))
+		if n.IPList != nil {
+			fmt.Fprintf(stdout, "  IP list:    %s/v1/iplist.zip (%s)\n", n.HTTPSURL, n.IPList.Version())
+		}
 	}
 	return cliutil.WaitAndShutdown(ctx, n, logger, "a listener failed; shutting down")
 }

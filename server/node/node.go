@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/chatd-dev/chatd/internal/run"
+	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server"
 	"github.com/chatd-dev/chatd/server/regapi"
@@ -69,7 +70,14 @@ type Config struct {
 	SMSWebhookURL, SMSWebhookToken string
 	// Only443 is published in /v1/config: clients of this deployment should not try 5222.
 	Only443 bool
-	// IPListVersion is published in /v1/config.
+	// IPListFile is the deployment's IP address list, a TOML file (see iplist.ParseFile). It is
+	// signed with the operator key at start and served at GET /v1/iplist.json and
+	// /v1/iplist.zip; its version is published in /v1/config. If empty, a node in dev mode (without
+	// IPListVersion) publishes a list of its own addresses (see IPList), and other nodes none.
+	IPListFile string
+	// IPListVersion is published in /v1/config as iplist_version when the node publishes no list
+	// (for a list distributed another way). It cannot be set together with IPListFile: a published
+	// list's version is derived from the list.
 	IPListVersion string
 	// HandshakeTimeout, CodeTTL: see server.Config and regapi.Config; zero means their defaults.
 	HandshakeTimeout time.Duration
@@ -88,6 +96,7 @@ type Node struct {
 	HTTPSURL                       string // the published HTTPS base URL
 	Store                          *store.Store
 	Server                         *server.Server
+	IPList                         *iplist.List // the published IP address list; nil if none
 
 	log      *slog.Logger
 	cancel   context.CancelFunc
@@ -147,6 +156,13 @@ func Start(cfg Config) (n *Node, err error) {
 		OperatorKey: opKey.Public().(ed25519.PublicKey),
 		log:         log,
 		servers:     run.Group{Prefix: "node"},
+	}
+	signedList, err := signIPList(cfg, opKey, time.Now(), log)
+	if err != nil {
+		return nil, err
+	}
+	if signedList != nil {
+		n.IPList = &signedList.List
 	}
 
 	// TLS for 443.
@@ -241,6 +257,7 @@ func Start(cfg Config) (n *Node, err error) {
 		},
 		HTTPSURL:      n.HTTPSURL,
 		IPListVersion: cfg.IPListVersion,
+		IPList:        signedList,
 		Only443:       cfg.Only443,
 		CodeTTL:       cfg.CodeTTL,
 		// A number registered on a new device: its old device's session ends.

@@ -7,7 +7,9 @@
 // key to the account. A business registers the same way and adds a business
 // certificate (see pki.BusinessCert) by which the server operator vouches
 // for its number and display name. GET /v1/config tells clients where and
-// how to connect. The JSON types are in package regtypes.
+// how to connect. GET /v1/iplist.json and GET /v1/iplist.zip publish the
+// deployment's IP address list signed by the operator key (package iplist).
+// The JSON types are in package regtypes.
 //
 // # Requests and answers
 //
@@ -23,8 +25,15 @@
 //	GET /v1/config
 //	  200 {"protocol":"chatd/1","server_static_key":"…","operator_key":"…",
 //	       "chat_endpoints":[{"host":"chat.example","port":5222,"transport":"tcp"}],
-//	       "https_url":"https://chat.example","iplist_version":"2026-03-01",
+//	       "https_url":"https://chat.example","iplist_version":"2026-11-20.a79a0850",
+//	       "iplist_url":"https://chat.example/v1/iplist.zip",
 //	       "ping_interval":25,"only_443":false,"server_time":"2026-03-01T12:00:00.123456789Z"}
+//
+//	GET /v1/iplist.json
+//	  200 {"format":"chatd-iplist/1","updated":"2026-11-20",…,"signature":"…"}   (iplist.Signed.MarshalJSON)
+//	GET /v1/iplist.zip
+//	  200 application/zip, Content-Disposition: attachment; filename="chatd-iplist-2026-11-20.zip"
+//	  both: ETag "<iplist_version>", Cache-Control: no-cache; 404 no_iplist when no list is configured
 //
 // Request bodies must be sent with Content-Type: application/json, are
 // limited to 16 KiB by default, and may hold no unknown fields. Every error

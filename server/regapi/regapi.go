@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/keyedlimit"
+	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 	"github.com/chatd-dev/chatd/server/store"
@@ -62,11 +63,18 @@ type Config struct {
 	ServerStaticKey [32]byte
 
 	// ChatEndpoints, HTTPSURL, IPListVersion and Only443 are published
-	// as-is in /v1/config. nil ChatEndpoints is published as [].
+	// as-is in /v1/config. nil ChatEndpoints is published as []. If
+	// IPListVersion is empty and IPList is set, the list's version is
+	// published.
 	ChatEndpoints []Endpoint
 	HTTPSURL      string
 	IPListVersion string
 	Only443       bool
+
+	// IPList is the deployment's signed IP address list, served at GET
+	// /v1/iplist.json and GET /v1/iplist.zip, and named in /v1/config
+	// (iplist_version, iplist_url). If nil, those answer 404 no_iplist.
+	IPList *iplist.Signed
 
 	// PingIntervalSeconds is the keepalive interval announced to clients.
 	// If zero, DefaultPingIntervalSeconds (25) is used.
@@ -124,6 +132,8 @@ type Config struct {
 //	POST /v1/register/code
 //	POST /v1/register/verify
 //	GET  /v1/config
+//	GET  /v1/iplist.json
+//	GET  /v1/iplist.zip
 //
 // It is safe for concurrent use.
 type Handler struct {
@@ -134,13 +144,15 @@ type Handler struct {
 	serverKey    string // base64 of cfg.ServerStaticKey
 	operKey      string // base64 of cfg.OperatorKey, "" if none
 	endpoints    []Endpoint
+	ipList       *ipListBodies       // nil if no list is published
 	codeNumber   *keyedlimit.Limiter // each limiter guards itself
 	codeAddr     *keyedlimit.Limiter
 	verifyAddr   *keyedlimit.Limiter
 	verifyNumber *keyedlimit.Limiter
 }
 
-// New returns a Handler for cfg. It panics if cfg.Store is nil.
+// New returns a Handler for cfg. It panics if cfg.Store is nil, or if
+// cfg.IPList is not a list signed by cfg.OperatorKey.
 func New(cfg Config) *Handler {
 	if cfg.Store == nil {
 		panic("regapi: Config.Store is nil")
@@ -183,19 +195,36 @@ func New(cfg Config) *Handler {
 	if len(cfg.OperatorKey) > 0 {
 		h.operKey = base64.StdEncoding.EncodeToString(cfg.OperatorKey)
 	}
+	if cfg.IPList != nil {
+		if len(cfg.OperatorKey) > 0 && !cfg.OperatorKey.Equal(cfg.IPList.OperatorKey) {
+			panic("regapi: Config.IPList is signed by another key than Config.OperatorKey")
+		}
+		b, err := newIPListBodies(*cfg.IPList)
+		if err != nil {
+			panic("regapi: Config.IPList: " + err.Error())
+		}
+		h.ipList = b
+		if h.cfg.IPListVersion == "" {
+			h.cfg.IPListVersion = b.version
+		}
+	}
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/register/code", h.handleCode)
 	mux.HandleFunc("POST /v1/register/verify", h.handleVerify)
 	mux.HandleFunc("GET /v1/config", h.handleConfig)
+	mux.HandleFunc("GET /v1/iplist.json", h.handleIPList)
+	mux.HandleFunc("GET /v1/iplist.zip", h.handleIPList)
 	// The same paths without a method answer 405 in JSON; everything else
 	// 404 in JSON (ServeMux's own answers are plain text).
 	mux.Handle("/v1/register/code", methodNotAllowed(http.MethodPost))
 	mux.Handle("/v1/register/verify", methodNotAllowed(http.MethodPost))
 	mux.Handle("/v1/config", methodNotAllowed(http.MethodGet, http.MethodHead))
+	mux.Handle("/v1/iplist.json", methodNotAllowed(http.MethodGet, http.MethodHead))
+	mux.Handle("/v1/iplist.zip", methodNotAllowed(http.MethodGet, http.MethodHead))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, regtypes.CodeNotFound,
-			"There is no endpoint at "+r.URL.Path+"; the API has POST /v1/register/code, POST /v1/register/verify and GET /v1/config.")
+			"There is no endpoint at "+r.URL.Path+"; the API has POST /v1/register/code, POST /v1/register/verify, GET /v1/config, GET /v1/iplist.json and GET /v1/iplist.zip.")
 	})
 	h.mux = mux
 	return h
@@ -257,6 +286,7 @@ func (h *Handler) clientConfig() regtypes.ClientConfig {
 		ChatEndpoints:   h.endpoints,
 		HTTPSURL:        h.cfg.HTTPSURL,
 		IPListVersion:   h.cfg.IPListVersion,
+		IPListURL:       h.ipListURL(),
 		PingInterval:    h.cfg.PingIntervalSeconds,
 		Only443:         h.cfg.Only443,
 		ServerTime:      h.cfg.Now().UTC().Format(time.RFC3339Nano),

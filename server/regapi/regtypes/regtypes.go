@@ -40,8 +40,9 @@ type ClientConfig struct {
 	OperatorKey     string     `json:"operator_key,omitempty"` // Ed25519, standard base64; absent when the server has none
 	ChatEndpoints   []Endpoint `json:"chat_endpoints"`         // never null
 	HTTPSURL        string     `json:"https_url"`
-	IPListVersion   string     `json:"iplist_version"`
-	PingInterval    int        `json:"ping_interval"` // seconds
+	IPListVersion   string     `json:"iplist_version"`       // of the published IP address list (iplist.List.Version); may be ""
+	IPListURL       string     `json:"iplist_url,omitempty"` // the signed list as a ZIP (GET /v1/iplist.zip); absent when none is published
+	PingInterval    int        `json:"ping_interval"`        // seconds
 	Only443         bool       `json:"only_443"`
 	ServerTime      string     `json:"server_time"` // RFC 3339 with nanoseconds, UTC
 }
@@ -101,6 +102,7 @@ const (
 	CodeRequestTooLarge      = "request_too_large"      // 413
 	CodeUnsupportedMediaType = "unsupported_media_type" // 415: Content-Type is not application/json
 	CodeNotFound             = "not_found"              // 404: no such endpoint
+	CodeNoIPList             = "no_iplist"              // 404: the server publishes no IP address list
 	CodeMethodNotAllowed     = "method_not_allowed"     // 405
 	CodeInvalidPhone         = "invalid_phone"          // 400
 	CodeInvalidMethod        = "invalid_method"         // 400

@@ -9,6 +9,7 @@ package netcheck
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/x509"
 	"errors"
 	"net"
@@ -34,6 +35,9 @@ type Config struct {
 	// ServerKey is the server's static key pinned at registration; zero means "not registered": the
 	// key published in /v1/config is used, and the report says it is not pinned.
 	ServerKey [32]byte
+	// OperatorKey is the operator's Ed25519 key pinned at registration, which verifies the IP address
+	// list; nil means the operator_key published in /v1/config (the report says it is not pinned).
+	OperatorKey ed25519.PublicKey
 	// Only443 reports 5222 as not wanted rather than failing.
 	Only443 bool
 	// Idle, if positive, measures how long the network lets an idle connection live, up to Idle: ten

@@ -2,6 +2,9 @@ package lab
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -156,4 +159,64 @@ func TestNetcheckIdleEstimate(t *testing.T) {
 	if !hasAction(rep, "forgets idle connections") {
 		t.Errorf("no action about the idle timeout: %q", rep.Verdict.Actions)
 	}
+}
+
+// TestNetcheckRules: `bizapi netcheck rules` (the real binary, in the client host) fetches and
+// verifies the dev server's signed IP list; the nftables rules it prints, loaded into the box behind
+// a forward policy of drop, let chatd through on 5222 and 443 and nothing else.
+func TestNetcheckRules(t *testing.T) {
+	t.Parallel()
+	l := netlab.New(t)
+	s := startChatd(t, l)
+	ln, err := l.Server.Listen("tcp", netlab.ServerAddr+":8080") // another port on the same server
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	out, err := l.Client.Run(bizapiBin, "netcheck", "rules", "--server", s.cc.HTTPSURL,
+		"--server-ca", filepath.Join(s.data, "tls", "ca.pem"), "--data", t.TempDir(), "--format", "nftables", "--chain", "forward")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("bizapi netcheck rules:\n%s", out)
+	script := out[strings.Index(out, "#"):] // after the warning about the unpinned key
+	if !strings.Contains(script, netlab.ServerAddr) {
+		t.Fatalf("the rules do not name the server %s", netlab.ServerAddr)
+	}
+	if err := l.Box.NFT("table inet filter {\n\tchain forward {\n\t\ttype filter hook forward priority filter; policy drop;\n\t\tct state established,related accept\n\t}\n}\n"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Box.NFT(script); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []int{5222, 443} {
+		if c, err := dialFrom(l, port); err != nil {
+			t.Errorf("port %d blocked by the generated rules: %v", port, err)
+		} else {
+			c.Close()
+		}
+	}
+	if c, err := dialFrom(l, 8080); err == nil {
+		c.Close()
+		t.Errorf("port 8080 passes: the rules allow more than chatd")
+	}
+	a := s.newAccount(l.Client, "15550000111", nil)
+	if st := a.waitConnected(t, 10*time.Second); st.Port != 5222 {
+		t.Errorf("connected on %d behind the generated rules, want 5222", st.Port)
+	}
+}
+
+func dialFrom(l *netlab.Lab, port int) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return l.Client.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", netlab.ServerAddr, port))
 }

@@ -83,6 +83,7 @@ type Report struct {
 	Key      KeyInfo       `json:"server_key"`
 	Hosts    []HostReport  `json:"hosts"`
 	Paths    []PathCheck   `json:"paths"`
+	IPList   *IPListCheck  `json:"iplist,omitempty"`
 	Idle     *IdleCheck    `json:"idle,omitempty"`
 	Verdict  Verdict       `json:"verdict"`
 }

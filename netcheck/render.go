@@ -51,6 +51,17 @@ func (r *Report) Render(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-30s %-8s %8v  %s%s\n", p.Endpoint, p.Status, p.Took.Round(time.Millisecond), stageErr(p), via)
 	}
+	if il := r.IPList; il != nil {
+		if il.Version != "" {
+			fmt.Fprintf(w, "\nIP address list %s: %s — updated %s, effective from %s, expires %s; %d IPv4 and %d IPv6 ranges; operator key pinned: %v\n",
+				il.Version, il.Status, il.Updated, il.EffectiveFrom, il.Expires, il.IPv4, il.IPv6, il.KeyPinned)
+		} else {
+			fmt.Fprintf(w, "\nIP address list: %s (%s)\n", il.Status, il.Error)
+		}
+		if len(il.Outside) > 0 {
+			fmt.Fprintf(w, "  not in the list: %s\n", strings.Join(il.Outside, ", "))
+		}
+	}
 	if ic := r.Idle; ic != nil {
 		fmt.Fprintf(w, "\nidle connections on %s: %s", ic.Path, ic.Status)
 		switch {

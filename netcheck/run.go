@@ -77,6 +77,9 @@ func Run(ctx context.Context, cfg Config) *Report {
 		}()
 	}
 	wg.Wait()
+	if ok {
+		rep.IPList = r.iplistCheck(ctx, rep, cc)
+	}
 
 	if cfg.Idle > 0 {
 		rep.Idle = r.idle(ctx, rep, eps, key)

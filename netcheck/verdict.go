@@ -105,6 +105,19 @@ func verdict(rep *Report, cfg Config) Verdict {
 		act("HTTPS to %s fails (%s). Registration and restarts need it: allow outbound HTTPS (TCP 443) to it%s.", rep.HTTPS.URL, rep.HTTPS.Error,
 			map[bool]string{true: " through the proxy", false: ""}[rep.Proxy.URL != ""])
 	}
+	if il := rep.IPList; il != nil {
+		switch {
+		case il.Status == Degraded && il.Version == "":
+			degraded = true
+			act("The server's IP address list does not verify (%s): do not build firewall rules from it, and tell the server's operator.", il.Error)
+		case len(il.Outside) > 0:
+			degraded = true
+			act("The server's addresses %s are not in its published IP address list (%s): a firewall that allows only the list blocks them. Tell the server's operator.",
+				strings.Join(il.Outside, ", "), il.Version)
+		case il.Status == OK && !il.KeyPinned:
+			note("The IP address list was verified with the operator key the server publishes now, not one pinned at registration (this bizapi is not registered).")
+		}
+	}
 	if s := rep.HTTPS.ClockSkew; s > time.Minute || s < -time.Minute {
 		note("This machine's clock is %v off the server's: fix NTP (certificates and the IP list carry dates).", s)
 	}

@@ -33,6 +33,9 @@ against the key pinned at registration. It runs next to a running bizapi.
 --server URL tests the deployment's published endpoints; --server HOST (no https://) tests that one
 host on 5222 and 443 (the HTTPS check then goes to https://HOST).
 
+bizapi netcheck rules prints firewall rules from the server's signed IP address list (see
+bizapi netcheck rules -h).
+
 Exit status: 0 both ports open (recommended), 1 degraded (works, e.g. over 443 only, or with a
 problem to fix), 2 broken (unsupported: 443 blocked, HTTPS blocked, or nothing works), 3 bad usage.
 
@@ -45,6 +48,7 @@ Examples:
   bizapi netcheck --server https://chat.example.com --format json
   bizapi netcheck --server chat-3.example.com                    # one server, the reference's "single server"
   bizapi netcheck --server https://chat.example.com --idle 5m    # also: how long may a connection idle?
+  bizapi netcheck rules --config /etc/bizapi/bizapi.toml --format nftables > chatd.nft
   HTTPS_PROXY=http://proxy.corp:3128 bizapi netcheck --server https://chat.example.com
 `
 
@@ -59,13 +63,12 @@ func cmdNetcheck(args []string, stdout, stderr io.Writer) error {
 }
 
 func netcheckMain(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "rules" {
+		return rulesMain(args[1:], stdout, stderr)
+	}
 	var f fileConfig
-	fs := flag.NewFlagSet("netcheck", flag.ContinueOnError)
-	fs.String("config", "", "bizapi's TOML config file (flags override it)")
-	fs.StringVar(&f.DataDir, "data", "bizapi-data", "bizapi's data folder, for the server key pinned at registration (none: the key from /v1/config)")
+	fs := netcheckFlags("netcheck", &f)
 	fs.StringVar(&f.Server, "server", "", "chatd's HTTPS URL (https://chat.example.com), or one HOST to test alone")
-	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM file of the CA of chatd's certificate (chatd dev mode: DATA/tls/ca.pem); default: system roots")
-	fs.StringVar(&f.Proxy, "proxy", "", cliutil.ProxyHelp)
 	fs.BoolVar(&f.Only443, "only-443", false, "443-only mode: 5222 is not needed, so its failure does not degrade the verdict")
 	format := fs.String("format", "text", "text (with progress while it runs) or json")
 	idle := fs.Duration("idle", 0, "also measure how long the network lets an idle connection live, up to this long (e.g. 5m; 0: skip)")
@@ -127,4 +130,84 @@ func netcheckMain(args []string, stdout, stderr io.Writer) error {
 		return cliutil.ExitStatus(code)
 	}
 	return nil
+}
+
+// netcheckFlags are the flags netcheck and netcheck rules share: where bizapi's settings are.
+func netcheckFlags(name string, f *fileConfig) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.String("config", "", "bizapi's TOML config file (flags override it)")
+	fs.StringVar(&f.DataDir, "data", "bizapi-data", "bizapi's data folder, for the keys pinned at registration (none: the keys from /v1/config)")
+	fs.StringVar(&f.ServerCA, "server-ca", "", "PEM file of the CA of chatd's certificate (chatd dev mode: DATA/tls/ca.pem); default: system roots")
+	fs.StringVar(&f.Proxy, "proxy", "", cliutil.ProxyHelp)
+	return fs
+}
+
+const rulesUsage = `Usage: bizapi netcheck rules [--format nftables|iptables|cidr] [--table T] [--chain C] [flags]
+
+Downloads the server's IP address list over HTTPS (GET /v1/iplist.zip), verifies its signature with the
+operator key pinned at registration (before registration: the key in /v1/config, with a warning),
+refuses a tampered, foreign or expired list, and prints firewall rules that allow outbound TCP 5222
+and 443 to the listed ranges:
+
+  nftables  a script for "nft -f" adding two sets and two accept rules to chain --chain of table
+            inet --table (default filter/output; filter/forward on a router)
+  iptables  iptables/ip6tables commands appending ACCEPT rules to --chain (default OUTPUT)
+  cidr      the ranges, one per line
+
+Flags:
+`
+
+func rulesMain(args []string, stdout, stderr io.Writer) error {
+	var f fileConfig
+	fs := netcheckFlags("netcheck rules", &f)
+	fs.StringVar(&f.Server, "server", "", "chatd's HTTPS URL, e.g. https://chat.example.com")
+	format := fs.String("format", "nftables", strings.Join(netcheck.RuleFormats, ", "))
+	table := fs.String("table", "filter", "nftables: the inet table to add to")
+	chain := fs.String("chain", "", `the chain to add to (default "output" for nftables, "OUTPUT" for iptables)`)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, rulesUsage)
+		fs.PrintDefaults()
+	}
+	if err := cliutil.ParseWithConfig(fs, args, &f); err != nil {
+		return err
+	}
+	if f.Server == "" {
+		return errors.New("no server: give --server https://chat.example.com, or --config with server = …")
+	}
+	if *chain == "" {
+		*chain = map[bool]string{true: "OUTPUT", false: "output"}[*format == "iptables"]
+	}
+	cfg, err := f.daemonConfig()
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	nc, err := bizapi.NetcheckConfig(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	cc, err := netcheck.FetchConfig(ctx, nc)
+	if err != nil && nc.OperatorKey == nil {
+		return err
+	}
+	l, pinned, err := netcheck.FetchIPList(ctx, nc, cc)
+	if err != nil {
+		return fmt.Errorf("the IP address list: %w", err)
+	}
+	if !pinned {
+		fmt.Fprintln(stderr, "bizapi netcheck rules: warning: verified with the operator key the server publishes now; register first to verify against a pinned key")
+	}
+	if !l.Effective(time.Now()) {
+		fmt.Fprintf(stderr, "bizapi netcheck rules: note: this list takes effect on %s\n", l.EffectiveFrom.Format("2006-01-02"))
+	}
+	out, err := netcheck.Rules(l, *format, *table, *chain)
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(stdout, out)
+	return err
 }

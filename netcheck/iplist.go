@@ -1,0 +1,117 @@
+package netcheck
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/chatd-dev/chatd/client/regclient"
+	"github.com/chatd-dev/chatd/iplist"
+	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+)
+
+// IPListCheck is the server's signed IP address list, fetched and verified.
+type IPListCheck struct {
+	Status        Status `json:"status"`
+	Version       string `json:"version,omitempty"`
+	Updated       string `json:"updated,omitempty"`
+	EffectiveFrom string `json:"effective_from,omitempty"`
+	Expires       string `json:"expires,omitempty"`
+	IPv4          int    `json:"ipv4_ranges"`
+	IPv6          int    `json:"ipv6_ranges"`
+	// KeyPinned: verified with the operator key pinned at registration, not the published one.
+	KeyPinned bool `json:"key_pinned"`
+	// Outside are the server addresses (DNS results) that no range of the list covers.
+	Outside []string `json:"outside,omitempty"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// operatorKey is the key the list is checked with: the pinned one, else the published one.
+func operatorKey(cfg Config, cc regtypes.ClientConfig) (ed25519.PublicKey, bool, error) {
+	if len(cfg.OperatorKey) == ed25519.PublicKeySize {
+		return cfg.OperatorKey, true, nil
+	}
+	if cc.OperatorKey == "" {
+		return nil, false, errors.New("no operator key: this bizapi pinned none and the server publishes none")
+	}
+	k, err := base64.StdEncoding.DecodeString(cc.OperatorKey)
+	if err != nil || len(k) != ed25519.PublicKeySize {
+		return nil, false, fmt.Errorf("the operator_key published in /v1/config is not an Ed25519 key")
+	}
+	return k, false, nil
+}
+
+// FetchIPList downloads the list over HTTPS as cfg says (proxy, CA, dial) and verifies it with the
+// pinned operator key (or, unpinned, the one in cc).
+func FetchIPList(ctx context.Context, cfg Config, cc regtypes.ClientConfig) (iplist.List, bool, error) {
+	key, pinned, err := operatorKey(cfg, cc)
+	if err != nil {
+		return iplist.List{}, false, err
+	}
+	rc := regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy)
+	if cfg.Dial != nil {
+		rc.HTTPClient.Transport.(*http.Transport).DialContext = cfg.Dial
+	}
+	defer rc.HTTPClient.Transport.(*http.Transport).CloseIdleConnections()
+	l, err := rc.IPList(ctx, key)
+	return l, pinned, err
+}
+
+// iplistCheck fetches and verifies the list and looks up the servers' addresses in it.
+func (r *run) iplistCheck(ctx context.Context, rep *Report, cc regtypes.ClientConfig) *IPListCheck {
+	ic := &IPListCheck{}
+	ctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeout)
+	defer cancel()
+	l, pinned, err := FetchIPList(ctx, r.cfg, cc)
+	ic.KeyPinned = pinned
+	var ae *regclient.APIError
+	switch {
+	case errors.As(err, &ae) && ae.Code == regtypes.CodeNoIPList:
+		ic.Status, ic.Error = Skipped, "the server publishes no IP address list"
+	case err != nil:
+		ic.Status, ic.Error = Degraded, err.Error()
+	default:
+		ic.Status = OK
+		ic.Version, ic.IPv4, ic.IPv6 = l.Version(), len(l.IPv4), len(l.IPv6)
+		ic.Updated, ic.EffectiveFrom, ic.Expires = date(l.Updated), date(l.EffectiveFrom), date(l.Expires)
+		ranges := l.Ranges()
+		for _, h := range rep.Hosts {
+			for _, a := range h.DNS.Addrs {
+				addr, err := netip.ParseAddr(a)
+				if err != nil {
+					continue
+				}
+				if !slices.ContainsFunc(ranges, func(p netip.Prefix) bool { return p.Contains(addr.Unmap()) }) {
+					ic.Outside = append(ic.Outside, a)
+				}
+			}
+		}
+		if len(ic.Outside) > 0 {
+			ic.Status = Degraded
+		}
+	}
+	detail := ic.Error
+	if ic.Status == OK || ic.Version != "" {
+		detail = fmt.Sprintf("version %s, %d IPv4 and %d IPv6 ranges, expires %s, key pinned: %v", ic.Version, ic.IPv4, ic.IPv6, ic.Expires, ic.KeyPinned)
+	}
+	r.step(Step{Check: "iplist", Target: r.cfg.ServerURL + "/v1/iplist.zip", Status: ic.Status, Detail: detail})
+	return ic
+}
+
+func date(t time.Time) string { return t.Format(iplist.DateLayout) }
+
+// FetchConfig fetches the server's /v1/config as cfg says (proxy, CA, dial).
+func FetchConfig(ctx context.Context, cfg Config) (regtypes.ClientConfig, error) {
+	rc := regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy)
+	if cfg.Dial != nil {
+		rc.HTTPClient.Transport.(*http.Transport).DialContext = cfg.Dial
+	}
+	defer rc.HTTPClient.Transport.(*http.Transport).CloseIdleConnections()
+	return rc.Config(ctx)
+}

@@ -18,7 +18,7 @@ import (
 // server key pinned).
 func netcheckFrom(t *testing.T, l *netlab.Lab, s *server, edit func(*netcheck.Config)) *netcheck.Report {
 	t.Helper()
-	cfg := netcheck.Config{ServerURL: s.cc.HTTPSURL, RootCAs: s.pool, ServerKey: s.key, Dial: l.Client.DialContext, Timeout: 2 * time.Second}
+	cfg := netcheck.Config{ServerURL: s.cc.HTTPSURL, RootCAs: s.pool, ServerKey: s.key, Dial: l.Client.DialContext, Timeout: 2 * time.Second, AllRanges: true}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -86,6 +86,14 @@ func TestNetcheckVerdicts(t *testing.T) {
 			}
 			if tc.action != nil && !hasAction(rep, tc.action...) {
 				t.Errorf("no action mentions %q: %q", tc.action, rep.Verdict.Actions)
+			}
+			// The dev server's signed IP list holds its own address: the same port result there.
+			if len(rep.Ranges) != 1 || rep.Ranges[0].Addr != netlab.ServerAddr || rep.IPList == nil || rep.IPList.Version == "" {
+				if tc.name != "all-dropped" && tc.name != "443-rejected" { // no HTTPS, no list
+					t.Errorf("IP list %+v, ranges %+v", rep.IPList, rep.Ranges)
+				}
+			} else if r := rep.Ranges[0].Ports[map[int]int{5222: 0, 443: 1}[tc.port]].Result; r != tc.result {
+				t.Errorf("range check of port %d: %q, want %q", tc.port, r, tc.result)
 			}
 			if code := rep.Verdict.ExitCode(); code != map[netcheck.Status]int{netcheck.OK: 0, netcheck.Degraded: 1, netcheck.Broken: 2}[tc.want] {
 				t.Errorf("exit code %d for %s", code, tc.want)

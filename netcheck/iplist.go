@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/chatd-dev/chatd/client/regclient"
@@ -63,7 +64,8 @@ func FetchIPList(ctx context.Context, cfg Config, cc regtypes.ClientConfig) (ipl
 	return l, pinned, err
 }
 
-// iplistCheck fetches and verifies the list and looks up the servers' addresses in it.
+// iplistCheck fetches and verifies the list, looks up the servers' addresses in it and, with
+// AllRanges, tests every range.
 func (r *run) iplistCheck(ctx context.Context, rep *Report, cc regtypes.ClientConfig) *IPListCheck {
 	ic := &IPListCheck{}
 	ctx, cancel := context.WithTimeout(ctx, 2*r.cfg.Timeout)
@@ -95,6 +97,9 @@ func (r *run) iplistCheck(ctx context.Context, rep *Report, cc regtypes.ClientCo
 		if len(ic.Outside) > 0 {
 			ic.Status = Degraded
 		}
+		if r.cfg.AllRanges {
+			rep.Ranges = r.rangeChecks(ctx, l)
+		}
 	}
 	detail := ic.Error
 	if ic.Status == OK || ic.Version != "" {
@@ -114,4 +119,43 @@ func FetchConfig(ctx context.Context, cfg Config) (regtypes.ClientConfig, error)
 	}
 	defer rc.HTTPClient.Transport.(*http.Transport).CloseIdleConnections()
 	return rc.Config(ctx)
+}
+
+// MaxRanges is the most ranges of the IP list Config.AllRanges tests.
+const MaxRanges = 256
+
+// RangeCheck is TCP to one address of one range of the IP list.
+type RangeCheck struct {
+	Range string      `json:"range"`
+	Addr  string      `json:"addr"`
+	Ports []PortCheck `json:"ports"`
+}
+
+// rangeChecks tests 5222 and 443 on the first host address of each range, a few at a time.
+func (r *run) rangeChecks(ctx context.Context, l iplist.List) []RangeCheck {
+	ranges := l.Ranges()
+	if len(ranges) > MaxRanges {
+		ranges = ranges[:MaxRanges]
+	}
+	out := make([]RangeCheck, len(ranges))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, p := range ranges {
+		a := p.Addr()
+		if p.Bits() < a.BitLen() {
+			a = a.Next() // the network address itself is rarely a host
+		}
+		out[i] = RangeCheck{Range: p.String(), Addr: a.String(), Ports: make([]PortCheck, 2)}
+		for j, port := range []int{5222, 443} {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				out[i].Ports[j] = r.port(ctx, a.String(), port)
+			}()
+		}
+	}
+	wg.Wait()
+	return out
 }

@@ -40,6 +40,9 @@ type Config struct {
 	OperatorKey ed25519.PublicKey
 	// Only443 reports 5222 as not wanted rather than failing.
 	Only443 bool
+	// AllRanges also tests TCP 5222 and 443 to one address of every range of the verified IP list
+	// (the first host address; at most MaxRanges of them): "every address from the IP list".
+	AllRanges bool
 	// Idle, if positive, measures how long the network lets an idle connection live, up to Idle: ten
 	// held probe connections, idle for Idle/10, 2×Idle/10, … Idle, each then pinged.
 	Idle time.Duration
@@ -84,6 +87,7 @@ type Report struct {
 	Hosts    []HostReport  `json:"hosts"`
 	Paths    []PathCheck   `json:"paths"`
 	IPList   *IPListCheck  `json:"iplist,omitempty"`
+	Ranges   []RangeCheck  `json:"ranges,omitempty"`
 	Idle     *IdleCheck    `json:"idle,omitempty"`
 	Verdict  Verdict       `json:"verdict"`
 }

@@ -62,6 +62,13 @@ func (r *Report) Render(w io.Writer) {
 			fmt.Fprintf(w, "  not in the list: %s\n", strings.Join(il.Outside, ", "))
 		}
 	}
+	for _, rc := range r.Ranges {
+		fmt.Fprintf(w, "  range %-20s %-16s", rc.Range, rc.Addr)
+		for _, p := range rc.Ports {
+			fmt.Fprintf(w, "  %d %s", p.Port, p.Result)
+		}
+		fmt.Fprintln(w)
+	}
 	if ic := r.Idle; ic != nil {
 		fmt.Fprintf(w, "\nidle connections on %s: %s", ic.Path, ic.Status)
 		switch {

@@ -118,6 +118,14 @@ func verdict(rep *Report, cfg Config) Verdict {
 			note("The IP address list was verified with the operator key the server publishes now, not one pinned at registration (this bizapi is not registered).")
 		}
 	}
+	for _, rc := range rep.Ranges {
+		for _, pc := range rc.Ports {
+			if pc.Result != "open" && !(pc.Port == 5222 && cfg.Only443) {
+				degraded = true
+				act("TCP %d to %s (range %s of the IP list) is %s: allow outbound TCP %d to the whole range.", pc.Port, rc.Addr, rc.Range, pc.Result, pc.Port)
+			}
+		}
+	}
 	if s := rep.HTTPS.ClockSkew; s > time.Minute || s < -time.Minute {
 		note("This machine's clock is %v off the server's: fix NTP (certificates and the IP list carry dates).", s)
 	}

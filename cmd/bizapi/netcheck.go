@@ -73,6 +73,7 @@ func netcheckMain(args []string, stdout, stderr io.Writer) error {
 	format := fs.String("format", "text", "text (with progress while it runs) or json")
 	idle := fs.Duration("idle", 0, "also measure how long the network lets an idle connection live, up to this long (e.g. 5m; 0: skip)")
 	timeout := fs.Duration("timeout", 5*time.Second, "time for each single check (a connect, a handshake)")
+	all := fs.Bool("all", false, "also test TCP 5222 and 443 to one address of every range of the server's signed IP list")
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		fmt.Fprint(stderr, netcheckUsage)
@@ -106,7 +107,7 @@ func netcheckMain(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	nc.Server, nc.Idle, nc.Timeout = host, *idle, *timeout
+	nc.Server, nc.Idle, nc.Timeout, nc.AllRanges = host, *idle, *timeout, *all
 	if *format == "text" {
 		fmt.Fprintf(stdout, "Checking the network to %s", cfg.ServerURL)
 		if *idle > 0 {

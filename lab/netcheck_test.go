@@ -12,6 +12,7 @@ import (
 	"github.com/chatd-dev/chatd/internal/netlab"
 	"github.com/chatd-dev/chatd/netcheck"
 	"github.com/chatd-dev/chatd/pki"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // netcheckFrom runs netcheck from the lab's client host against s, as a registered client would (the
@@ -118,6 +119,34 @@ func TestNetcheckMiddleboxes(t *testing.T) {
 		}
 		if !hasAction(rep, "cuts traffic", "not TLS") {
 			t.Errorf("the non-TLS-killing middlebox is not named: %q", rep.Verdict.Notes)
+		}
+	})
+	t.Run("squid", func(t *testing.T) {
+		t.Parallel()
+		netlab.Require(t, "squid")
+		l := netlab.New(t)
+		s := startChatd(t, l)
+		l.Squid()
+		proxy, err := transport.ParseProxyURL(netlab.SquidURL())
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := netcheckFrom(t, l, s, func(c *netcheck.Config) {
+			c.Proxy, c.ProxySource = transport.ProxyURL(proxy), "config"
+		})
+		if rep.Verdict.Status != netcheck.Degraded || !strings.Contains(rep.Verdict.Summary, "5222 blocked but 443 open") {
+			t.Errorf("verdict %s %q, want degraded: 5222 blocked but 443 open", rep.Verdict.Status, rep.Verdict.Summary)
+		}
+		if got := portResult(rep, 5222); got != "proxy_refused" {
+			t.Errorf("5222 through squid: %q, want proxy_refused", got)
+		}
+		if !hasAction(rep, "proxy", "CONNECT", "5222") || rep.Proxy.URL == "" {
+			t.Errorf("the proxy's refusal is not explained (proxy %+v): %q", rep.Proxy, rep.Verdict.Actions)
+		}
+		for _, p := range rep.Paths {
+			if p.Port == 443 && p.Transport == "tls" && (p.Status != netcheck.OK || p.Proxy == "") {
+				t.Errorf("TLS through squid: %+v", p)
+			}
 		}
 	})
 	t.Run("intercepting", func(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"maps"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -79,6 +80,11 @@ type Gateway struct {
 	readsWake    chan struct{} // capacity 1
 	endpointWake chan struct{} // capacity 1: a login used another endpoint than the saved one
 	restart      chan struct{} // capacity 1: the account changed (verified); reconnect
+
+	// acctMu orders the writes of the account and of the pinned operator key: Register and Verify
+	// (a new registration) against refreshConfig (config cache, operator key on first use), which
+	// may still run for the registration before. Never held across a network call.
+	acctMu sync.Mutex
 
 	mu          sync.Mutex
 	cli         *client.Client   // the running chat client, nil when none; guarded by mu
@@ -253,7 +259,9 @@ func (g *Gateway) clientConfig(ctx context.Context, acct store.Account) client.C
 }
 
 // refreshConfig fetches the server's config over HTTPS, caches it with the account and sets or
-// clears the config error shown in health (N7).
+// clears the config error shown in health (N7): a failed fetch, or keys that differ from the ones
+// pinned at registration (the server static key, the operator key). It never changes a pinned key;
+// it pins the operator key only where none is pinned (checkOperatorKey).
 func (g *Gateway) refreshConfig(ctx context.Context, acct store.Account) (regtypes.ClientConfig, error) {
 	cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
@@ -263,15 +271,34 @@ func (g *Gateway) refreshConfig(ctx context.Context, acct store.Account) (regtyp
 			g.cfg.ServerURL, err, acct.ConfigAt.Format(time.RFC3339)))
 		return cc, err
 	}
-	if key, _, perr := regclient.ParseConfig(cc); perr == nil && key != acct.ServerKey {
+	// A registration may have started or ended during the fetch: the config, the keys and the cache
+	// write below belong to acct's registration only, and the account is re-read so that no stale
+	// copy of it is written back over a newer one.
+	g.acctMu.Lock()
+	defer g.acctMu.Unlock()
+	cur, err := g.cfg.Store.Account(ctx)
+	if err != nil || !cur.Registered || cur.DevicePriv != acct.DevicePriv {
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			g.log.Warn("gateway: reading the account to cache the server config", "err", err)
+		}
+		return cc, nil // the new registration's own connection fetches and checks its config
+	}
+	acct = cur
+	var problems []string
+	key, kerr := pki.ParseStaticPublic(cc.ServerStaticKey)
+	if kerr == nil && key != acct.ServerKey {
 		// Never follow a new key: the pinned one decides, and a server that cannot prove it fails
 		// the handshake with a clear error. Say so where an admin looks.
-		g.setConfigError("the server publishes a different static key than the one pinned at registration; " +
+		problems = append(problems, "the server publishes a different static key than the one pinned at registration; "+
 			"the pinned key is used (re-register if the server's key really changed)")
 		g.log.Error("gateway: the server publishes a different static key than the pinned one; keeping the pinned key")
-	} else {
-		g.setConfigError("")
 	}
+	// The same for the operator key, which verifies the IP address list; an account without one
+	// pins it here on first use, from a config of the server it trusts (operatorkey.go).
+	if p := g.checkOperatorKey(ctx, cc, kerr == nil && key == acct.ServerKey); p != "" {
+		problems = append(problems, p)
+	}
+	g.setConfigError(strings.Join(problems, "; "))
 	if doc, merr := json.Marshal(cc); merr == nil {
 		acct.Config, acct.ConfigAt = doc, g.cfg.Now()
 		if perr := g.cfg.Store.PutAccount(ctx, acct); perr != nil {

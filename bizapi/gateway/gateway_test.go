@@ -127,16 +127,22 @@ func (e *env) cert(phone, name string) string {
 
 // register runs POST /v1/account and /v1/account/verify through the gateway.
 func (e *env) register() {
+	e.t.Helper()
+	e.registerAs(bizPhone)
+}
+
+// registerAs registers phone (E.164 digits of a +1 number) with e's chatd.
+func (e *env) registerAs(phone string) {
 	t := e.t
 	t.Helper()
-	res, err := e.gw.Register(e.ctx(), gateway.RegisterRequest{CC: "1", PhoneNumber: bizPhone[1:], Method: "sms", Cert: e.cert(bizPhone, "Acme")})
+	res, err := e.gw.Register(e.ctx(), gateway.RegisterRequest{CC: "1", PhoneNumber: phone[1:], Method: "sms", Cert: e.cert(phone, "Acme")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if res.AlreadyRegistered || res.VName != "Acme" {
 		t.Fatalf("register: %+v", res)
 	}
-	code, err := os.ReadFile(regapi.DevCodeFile(e.data, bizPhone))
+	code, err := os.ReadFile(regapi.DevCodeFile(e.data, phone))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,10 @@ func (g *Gateway) Register(ctx context.Context, r RegisterRequest) (RegisterResu
 	// (as the On-Premises client restarts on a new number) until the new one is verified.
 	wasRegistered := acct.Registered
 	acct = store.Account{Phone: res.Phone, Method: res.Method, Cert: r.Cert, VName: res.VName}
-	if err := g.cfg.Store.PutAccount(ctx, acct); err != nil {
+	g.acctMu.Lock()
+	err = g.cfg.Store.PutAccount(ctx, acct)
+	g.acctMu.Unlock()
+	if err != nil {
 		return RegisterResult{}, err
 	}
 	if wasRegistered {
@@ -46,8 +49,8 @@ func (g *Gateway) Register(ctx context.Context, r RegisterRequest) (RegisterResu
 }
 
 // Verify finishes a registration with the code (POST /v1/account/verify): it creates the device key,
-// has chatd bind it to the number, pins the server key, stores the account and (re)starts the
-// connection.
+// has chatd bind it to the number, pins the server static key and the operator key (replacing those
+// of an earlier registration), stores the account and (re)starts the connection.
 func (g *Gateway) Verify(ctx context.Context, code string) error {
 	acct, err := g.cfg.Store.Account(ctx)
 	if errors.Is(err, store.ErrNotFound) || (err == nil && (acct.Phone == "" || acct.Registered)) {
@@ -70,6 +73,21 @@ func (g *Gateway) Verify(ctx context.Context, code string) error {
 	if err != nil {
 		return fmt.Errorf("gateway: the server sent a malformed key: %w", err)
 	}
+	// Pin the operator key of this registration's config (operatorkey.go). A new registration is a
+	// new trust decision, possibly with another server: it replaces the key an earlier registration
+	// pinned, and a server without one (or with a malformed one) leaves none pinned. It is written
+	// before the account: until then no account is registered (Register replaced it with a pending
+	// one), so a crash in between cannot leave this registration checked against an earlier key.
+	opKey, err := parseOperatorKey(res.Config.OperatorKey)
+	if err != nil {
+		g.log.Warn("gateway: the server sent a malformed operator key at registration; none is pinned", "err", err)
+		opKey = nil
+	}
+	g.acctMu.Lock()
+	defer g.acctMu.Unlock()
+	if err := g.cfg.Store.PinOperatorKey(ctx, opKey); err != nil {
+		return err
+	}
 	doc, _ := json.Marshal(res.Config)
 	now := g.cfg.Now()
 	acct = store.Account{
@@ -89,7 +107,8 @@ func (g *Gateway) Verify(ctx context.Context, code string) error {
 	if err := g.cfg.Store.PutAccount(ctx, acct); err != nil {
 		return err
 	}
-	g.log.Info("registered", "phone", acct.Phone, "business", acct.Business, "server_key", pki.FormatPublic(serverKey))
+	g.log.Info("registered", "phone", acct.Phone, "business", acct.Business, "server_key", pki.FormatPublic(serverKey),
+		"operator_key", formatKey(opKey))
 	poke(g.restart)
 	return nil
 }

@@ -50,7 +50,8 @@ type Health struct {
 	// failed and what to open; "" when nothing is known to be wrong.
 	NetworkProblem string
 	// ConfigError is set when the start-up config fetch over HTTPS failed and the cached config is in
-	// use (N7).
+	// use (N7), and when the fetched config publishes a server static key or an operator key other
+	// than the one pinned at registration (the pinned key stays in use), or a malformed operator key.
 	ConfigError string
 }
 

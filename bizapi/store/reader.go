@@ -9,7 +9,7 @@ import (
 // again, once, on every pool connection that runs it).
 type readStmts struct {
 	settings, user, token, account *sql.Stmt
-	lastEndpoint                   *sql.Stmt
+	lastEndpoint, operatorKey      *sql.Stmt
 	message, unsent                *sql.Stmt
 	inbound, readPending           *sql.Stmt
 	dueCallbacks, nextCallbackAt   *sql.Stmt
@@ -35,6 +35,7 @@ func (r *readStmts) prepare(ctx context.Context, s *SQLite) error {
 		{&r.account, `SELECT phone, method, cert, vname, registered, business, display_name,
 			device_priv, server_key, config, config_at, verified_at FROM account WHERE id = 1`},
 		{&r.lastEndpoint, `SELECT last_endpoint FROM gateway_state WHERE id = 1`},
+		{&r.operatorKey, `SELECT public_key FROM operator_key WHERE id = 1`},
 		{&r.message, `SELECT ` + messageCols + ` FROM messages WHERE id = ?`},
 		// status = 'accepted' literally: it selects the partial index messages_unsent.
 		{&r.unsent, `SELECT ` + messageCols + ` FROM messages

@@ -220,3 +220,66 @@ func (s *SQLite) SaveLastEndpoint(ctx context.Context, endpoint string) error {
 		return nil
 	})
 }
+
+// operatorKeySize is the length of an Ed25519 public key (ed25519.PublicKeySize).
+const operatorKeySize = 32
+
+// OperatorKey returns the pinned operator key, nil when none is pinned.
+func (s *SQLite) OperatorKey(ctx context.Context) ([]byte, error) {
+	if err := s.readable(); err != nil {
+		return nil, err
+	}
+	var key []byte
+	err := s.rs.operatorKey.QueryRowContext(ctx).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.readErr("operator key", err)
+	}
+	return key, nil
+}
+
+// PinOperatorKey replaces the pinned operator key (a new registration); an empty key removes it.
+func (s *SQLite) PinOperatorKey(ctx context.Context, key []byte) error {
+	if len(key) != 0 && len(key) != operatorKeySize {
+		return fmt.Errorf("%w: operator key of %d bytes, want %d", ErrInvalidArgument, len(key), operatorKeySize)
+	}
+	now := s.now().UnixNano()
+	return s.exec(ctx, func(w *writeStmts) error {
+		var err error
+		if len(key) == 0 {
+			_, err = w.exec(w.unpinOperatorKey)
+		} else {
+			_, err = w.exec(w.pinOperatorKey, key, now)
+		}
+		if err != nil {
+			return fmt.Errorf("store: pin operator key: %w", err)
+		}
+		return nil
+	})
+}
+
+// PinOperatorKeyIfNone pins key unless a key is pinned already, and returns the pinned key. The
+// check and the insert are one statement, so a concurrent PinOperatorKey is never overwritten.
+func (s *SQLite) PinOperatorKeyIfNone(ctx context.Context, key []byte) (pinned []byte, created bool, err error) {
+	if len(key) != operatorKeySize {
+		return nil, false, fmt.Errorf("%w: operator key of %d bytes, want %d", ErrInvalidArgument, len(key), operatorKeySize)
+	}
+	now := s.now().UnixNano()
+	err = s.exec(ctx, func(w *writeStmts) error {
+		n, err := w.exec(w.pinOperatorKeyIfNone, key, now)
+		if err != nil {
+			return fmt.Errorf("store: pin operator key: %w", err)
+		}
+		created = n == 1
+		if err := w.pinnedOperatorKey.QueryRowContext(bg).Scan(&pinned); err != nil {
+			return fmt.Errorf("store: pinned operator key: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return pinned, created, nil
+}

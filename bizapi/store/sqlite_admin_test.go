@@ -217,3 +217,67 @@ func TestLastEndpoint(t *testing.T) {
 		t.Fatalf("%d gateway_state rows", n)
 	}
 }
+
+func TestOperatorKey(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "bizapi.db")
+	s, _ := openAt(t, path)
+	if k, err := s.OperatorKey(bg0); err != nil || k != nil {
+		t.Fatalf("OperatorKey before any pin = %x, %v", k, err)
+	}
+	a, b := bytes.Repeat([]byte{0xaa}, 32), bytes.Repeat([]byte{0xbb}, 32)
+	for _, bad := range [][]byte{{1, 2, 3}, make([]byte, 64)} {
+		if err := s.PinOperatorKey(bg0, bad); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("PinOperatorKey(%d bytes) = %v", len(bad), err)
+		}
+		if _, _, err := s.PinOperatorKeyIfNone(bg0, bad); !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("PinOperatorKeyIfNone(%d bytes) = %v", len(bad), err)
+		}
+	}
+	if _, _, err := s.PinOperatorKeyIfNone(bg0, nil); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("PinOperatorKeyIfNone(nil) = %v", err)
+	}
+
+	// Trust on first use: the first key is pinned, a later one is not.
+	if k, created, err := s.PinOperatorKeyIfNone(bg0, a); err != nil || !created || !bytes.Equal(k, a) {
+		t.Fatalf("first PinOperatorKeyIfNone = %x, %v, %v", k, created, err)
+	}
+	if k, created, err := s.PinOperatorKeyIfNone(bg0, b); err != nil || created || !bytes.Equal(k, a) {
+		t.Fatalf("second PinOperatorKeyIfNone = %x, %v, %v; want the first key kept", k, created, err)
+	}
+	// A registration replaces it; PutAccount (the config cache) does not touch it.
+	if err := s.PinOperatorKey(bg0, b); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAccount(bg0, Account{Phone: "15550000001", Registered: true}); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := s.OperatorKey(bg0); err != nil || !bytes.Equal(k, b) {
+		t.Fatalf("OperatorKey = %x, %v; want %x", k, err, b)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.OperatorKey(bg0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("OperatorKey after Close: %v", err)
+	}
+	if err := s.PinOperatorKey(bg0, a); !errors.Is(err, ErrClosed) {
+		t.Fatalf("PinOperatorKey after Close: %v", err)
+	}
+
+	// It survives a reopen; a registration without a key removes it.
+	s2, _ := openAt(t, path)
+	if k, err := s2.OperatorKey(bg0); err != nil || !bytes.Equal(k, b) {
+		t.Fatalf("after reopen: OperatorKey = %x, %v; want %x", k, err, b)
+	}
+	if err := s2.PinOperatorKey(bg0, nil); err != nil {
+		t.Fatal(err)
+	}
+	if k, err := s2.OperatorKey(bg0); err != nil || k != nil {
+		t.Fatalf("after unpinning: OperatorKey = %x, %v", k, err)
+	}
+	var n int
+	s2.r.QueryRow(`SELECT count(*) FROM operator_key`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d operator_key rows", n)
+	}
+}

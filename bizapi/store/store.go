@@ -1,6 +1,7 @@
 // Package store is bizapi's durable state: the admin users and their tokens, the application
-// settings, the registered account, the gateway's last good chat endpoint, the outbox of messages to
-// send, the inbox of received messages, and the queue of webhook callbacks.
+// settings, the registered account, the operator key pinned at registration, the gateway's last good
+// chat endpoint, the outbox of messages to send, the inbox of received messages, and the queue of
+// webhook callbacks.
 //
 // Store is an interface so that a PostgreSQL implementation can follow for high availability (DESIGN
 // §8); Open returns the SQLite one. Every write is durable when the method returns: the SQLite store
@@ -53,6 +54,20 @@ type Store interface {
 	LastEndpoint(ctx context.Context) (string, error)
 	// SaveLastEndpoint records the chat endpoint of a login.
 	SaveLastEndpoint(ctx context.Context, endpoint string) error
+
+	// OperatorKey returns the chatd operator's Ed25519 public key (32 bytes) pinned at
+	// registration, which verifies the signed IP address list; nil when none is pinned. It is kept
+	// apart from the Account: PutAccount never changes it.
+	OperatorKey(ctx context.Context) ([]byte, error)
+	// PinOperatorKey replaces the pinned operator key, whatever was pinned before: only a new
+	// registration calls it, and a new registration is a new trust decision. nil (or empty) removes
+	// the pinned key. A non-empty key must have 32 bytes (ErrInvalidArgument).
+	PinOperatorKey(ctx context.Context, key []byte) error
+	// PinOperatorKeyIfNone pins key only when no operator key is pinned (trust on first use, for an
+	// account registered without one). It never replaces a pinned key: it returns the key pinned
+	// after the call, and created is true when that is key, pinned by this call. key must have 32
+	// bytes (ErrInvalidArgument).
+	PinOperatorKeyIfNone(ctx context.Context, key []byte) (pinned []byte, created bool, err error)
 
 	// AddMessage stores an accepted outbound message with Status StatusAccepted. When it returns nil
 	// the message is durable. ErrDuplicate if m.ID exists.

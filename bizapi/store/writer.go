@@ -42,6 +42,8 @@ type writeStmts struct {
 	putUser, putToken                                 *sql.Stmt
 	deleteToken, deleteUserTokens, deleteExpiredToken *sql.Stmt
 	putAccount, saveLastEndpoint                      *sql.Stmt
+	pinOperatorKey, pinOperatorKeyIfNone              *sql.Stmt
+	unpinOperatorKey, pinnedOperatorKey               *sql.Stmt
 
 	addMessage, messageExists           *sql.Stmt
 	markSent, markSentFill              *sql.Stmt
@@ -81,6 +83,13 @@ func (w *writeStmts) prepare(ctx context.Context, s *SQLite) error {
 		{&w.saveLastEndpoint, `INSERT INTO gateway_state (id, last_endpoint, updated_at) VALUES (1, ?, ?)
 			ON CONFLICT (id) DO UPDATE SET last_endpoint = excluded.last_endpoint,
 				updated_at = excluded.updated_at`},
+		{&w.pinOperatorKey, `INSERT INTO operator_key (id, public_key, pinned_at) VALUES (1, ?, ?)
+			ON CONFLICT (id) DO UPDATE SET public_key = excluded.public_key,
+				pinned_at = excluded.pinned_at`},
+		{&w.pinOperatorKeyIfNone, `INSERT INTO operator_key (id, public_key, pinned_at) VALUES (1, ?, ?)
+			ON CONFLICT (id) DO NOTHING`},
+		{&w.unpinOperatorKey, `DELETE FROM operator_key`},
+		{&w.pinnedOperatorKey, `SELECT public_key FROM operator_key WHERE id = 1`},
 
 		{&w.addMessage, `INSERT INTO messages (id, recipient, body, preview_url, status, created_at)
 			VALUES (?, ?, ?, ?, 'accepted', ?) ON CONFLICT (id) DO NOTHING`},

@@ -115,7 +115,7 @@ func verdict(rep *Report, cfg Config) Verdict {
 			act("The server's addresses %s are not in its published IP address list (%s): a firewall that allows only the list blocks them. Tell the server's operator.",
 				strings.Join(il.Outside, ", "), il.Version)
 		case il.Status == OK && !il.KeyPinned:
-			note("The IP address list was verified with the operator key the server publishes now, not one pinned at registration (this bizapi is not registered).")
+			note("The IP address list was verified with the operator key the server publishes now, not one pinned at registration (none is pinned: this bizapi is not registered, or the server published no operator key when it registered).")
 		}
 	}
 	for _, rc := range rep.Ranges {

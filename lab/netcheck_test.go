@@ -93,7 +93,7 @@ func TestNetcheckVerdicts(t *testing.T) {
 				if tc.name != "all-dropped" && tc.name != "443-rejected" { // no HTTPS, no list
 					t.Errorf("IP list %+v, ranges %+v", rep.IPList, rep.Ranges)
 				}
-			} else if r := rep.Ranges[0].Ports[map[int]int{5222: 0, 443: 1}[tc.port]].Result; r != tc.result {
+			} else if r := rep.Ranges[0].Ports[map[int]int{443: 0, 5222: 1}[tc.port]].Result; r != tc.result {
 				t.Errorf("range check of port %d: %q, want %q", tc.port, r, tc.result)
 			}
 			if code := rep.Verdict.ExitCode(); code != map[netcheck.Status]int{netcheck.OK: 0, netcheck.Degraded: 1, netcheck.Broken: 2}[tc.want] {

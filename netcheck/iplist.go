@@ -98,7 +98,7 @@ func (r *run) iplistCheck(ctx context.Context, rep *Report, cc regtypes.ClientCo
 			ic.Status = Degraded
 		}
 		if r.cfg.AllRanges {
-			rep.Ranges = r.rangeChecks(ctx, l)
+			rep.Ranges = r.rangeChecks(ctx, l, r.ports)
 		}
 	}
 	detail := ic.Error
@@ -124,15 +124,16 @@ func FetchConfig(ctx context.Context, cfg Config) (regtypes.ClientConfig, error)
 // MaxRanges is the most ranges of the IP list Config.AllRanges tests.
 const MaxRanges = 256
 
-// RangeCheck is TCP to one address of one range of the IP list.
+// RangeCheck is TCP to one address of one range of the IP list, on each of the deployment's ports.
 type RangeCheck struct {
 	Range string      `json:"range"`
 	Addr  string      `json:"addr"`
 	Ports []PortCheck `json:"ports"`
 }
 
-// rangeChecks tests 5222 and 443 on the first host address of each range, a few at a time.
-func (r *run) rangeChecks(ctx context.Context, l iplist.List) []RangeCheck {
+// rangeChecks tests the deployment's ports (those of its endpoints: 5222 and 443 unless it publishes
+// others) on the first host address of each range, a few at a time.
+func (r *run) rangeChecks(ctx context.Context, l iplist.List, ports []int) []RangeCheck {
 	ranges := l.Ranges()
 	if len(ranges) > MaxRanges {
 		ranges = ranges[:MaxRanges]
@@ -145,8 +146,8 @@ func (r *run) rangeChecks(ctx context.Context, l iplist.List) []RangeCheck {
 		if p.Bits() < a.BitLen() {
 			a = a.Next() // the network address itself is rarely a host
 		}
-		out[i] = RangeCheck{Range: p.String(), Addr: a.String(), Ports: make([]PortCheck, 2)}
-		for j, port := range []int{5222, 443} {
+		out[i] = RangeCheck{Range: p.String(), Addr: a.String(), Ports: make([]PortCheck, len(ports))}
+		for j, port := range ports {
 			wg.Add(1)
 			sem <- struct{}{}
 			go func() {

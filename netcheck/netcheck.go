@@ -40,8 +40,8 @@ type Config struct {
 	OperatorKey ed25519.PublicKey
 	// Only443 reports 5222 as not wanted rather than failing.
 	Only443 bool
-	// AllRanges also tests TCP 5222 and 443 to one address of every range of the verified IP list
-	// (the first host address; at most MaxRanges of them): "every address from the IP list".
+	// AllRanges also tests TCP to one address of every range of the verified IP list (the first host
+	// address; at most MaxRanges of them) on the deployment's ports: "every address from the IP list".
 	AllRanges bool
 	// Idle, if positive, measures how long the network lets an idle connection live, up to Idle: ten
 	// held probe connections, idle for Idle/10, 2×Idle/10, … Idle, each then pinged.
@@ -204,9 +204,10 @@ func (v Verdict) ExitCode() int {
 
 // run carries a Run's state.
 type run struct {
-	cfg  Config
-	dial transport.DialFunc
-	mu   sync.Mutex // serializes Progress
+	cfg   Config
+	dial  transport.DialFunc
+	ports []int      // the deployment's ports, from its endpoints
+	mu    sync.Mutex // serializes Progress
 }
 
 func (r *run) step(s Step) {

@@ -55,6 +55,12 @@ func Run(ctx context.Context, cfg Config) *Report {
 		rep.Key.Key = pki.FormatPublic(key)
 	}
 	eps := r.endpoints(cc, ok)
+	for _, e := range eps {
+		if !slices.Contains(r.ports, e.Port) {
+			r.ports = append(r.ports, e.Port)
+		}
+	}
+	slices.Sort(r.ports)
 
 	var wg sync.WaitGroup
 	for _, h := range hostsOf(eps) {

@@ -205,7 +205,7 @@ func rulesMain(args []string, stdout, stderr io.Writer) error {
 	if !l.Effective(time.Now()) {
 		fmt.Fprintf(stderr, "bizapi netcheck rules: note: this list takes effect on %s\n", l.EffectiveFrom.Format("2006-01-02"))
 	}
-	out, err := netcheck.Rules(l, *format, *table, *chain)
+	out, err := netcheck.Rules(l, *format, *table, *chain, netcheck.DeploymentPorts(cc))
 	if err != nil {
 		return err
 	}

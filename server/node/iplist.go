@@ -21,7 +21,8 @@ const ExpiryWarning = 14 * 24 * time.Hour
 //   - the list in cfg.IPListFile, if set;
 //   - else, in dev mode without IPListVersion, a list of the dev server's own addresses, updated and
 //     effective on now's date (UTC): PublicHost and those of DevHosts that are IP addresses (/32 or
-//     /128), and 127.0.0.1 and ::1 when PublicHost is "localhost" or empty (its dev default);
+//     /128), and 127.0.0.1 when PublicHost is "localhost" or empty (its dev default; the
+//     quickstart and most dev setups listen on IPv4 loopback only);
 //     nil when none of them is an address (a host name is never resolved);
 //   - else nil.
 //
@@ -51,7 +52,6 @@ func IPList(cfg Config, now time.Time) (*iplist.List, error) {
 	for i, h := range append([]string{cfg.PublicHost}, cfg.DevHosts...) {
 		if i == 0 && (h == "" || h == "localhost") {
 			add(netip.AddrFrom4([4]byte{127, 0, 0, 1}))
-			add(netip.IPv6Loopback())
 			continue
 		}
 		if a, err := netip.ParseAddr(strings.Trim(h, "[]")); err == nil {

@@ -4,17 +4,61 @@ import (
 	"crypto/ecdh"
 	"crypto/rand"
 	"io"
+	"sync"
 
 	"github.com/flynn/noise"
 )
 
 // dh25519 is Noise's "25519" DH function on the standard library's crypto/ecdh. It computes the same
-// values as noise.DH25519, which goes through golang.org/x/crypto/curve25519 and derives the public
-// key of the private scalar on every call — twice the scalar multiplications. A handshake is four
-// DH operations per side, so this roughly halves its CPU cost.
-type dh25519 struct{}
+// values as noise.DH25519.
+//
+// The cost of a handshake is its X25519 scalar multiplications. ecdh's NewPrivateKey derives the
+// public key — one multiplication — so turning private key bytes into an *ecdh.PrivateKey for every
+// DH would double the cost (seven multiplications per side instead of four). A dh25519 therefore
+// keeps the *ecdh.PrivateKey of the ephemeral key it generated, for the two DHs that use it, and
+// static keys registered with rememberStatic are prepared once per process. Use one dh25519 per
+// handshake (newSuite); the zero value works but caches nothing.
+type dh25519 struct {
+	eph *ecdh.PrivateKey // the ephemeral key generated last, nil before
+}
 
-func (dh25519) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
+// statics holds the prepared static keys ([32]byte private key → *ecdh.PrivateKey): the server's
+// static key and a client's device key, which every handshake of the process uses.
+var (
+	staticsMu sync.RWMutex
+	statics   = map[[32]byte]*ecdh.PrivateKey{}
+)
+
+// maxStatics bounds statics: a load generator with thousands of device keys prepares only the first
+// ones and computes the others per handshake.
+const maxStatics = 64
+
+// rememberStatic prepares the static key priv for every later handshake.
+func rememberStatic(priv [32]byte) {
+	staticsMu.RLock()
+	_, ok := statics[priv]
+	n := len(statics)
+	staticsMu.RUnlock()
+	if ok || n >= maxStatics {
+		return
+	}
+	k, err := ecdh.X25519().NewPrivateKey(priv[:])
+	if err != nil {
+		return
+	}
+	staticsMu.Lock()
+	if len(statics) < maxStatics {
+		statics[priv] = k
+	}
+	staticsMu.Unlock()
+}
+
+// newSuite returns chatd's cipher suite with a fresh dh25519, for one handshake.
+func newSuite() noise.CipherSuite {
+	return noise.NewCipherSuite(&dh25519{}, noise.CipherAESGCM, noise.HashSHA256)
+}
+
+func (d *dh25519) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
 	if rng == nil {
 		rng = rand.Reader
 	}
@@ -26,12 +70,31 @@ func (dh25519) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {
 	if err != nil {
 		return noise.DHKey{}, err
 	}
+	if d != nil {
+		d.eph = k
+	}
 	return noise.DHKey{Private: priv[:], Public: k.PublicKey().Bytes()}, nil
 }
 
+// privateKey returns the prepared key for privkey, or prepares it (one scalar multiplication).
+func (d *dh25519) privateKey(privkey []byte) (*ecdh.PrivateKey, error) {
+	if d != nil && d.eph != nil && string(d.eph.Bytes()) == string(privkey) {
+		return d.eph, nil
+	}
+	if len(privkey) == 32 {
+		staticsMu.RLock()
+		k := statics[[32]byte(privkey)]
+		staticsMu.RUnlock()
+		if k != nil {
+			return k, nil
+		}
+	}
+	return ecdh.X25519().NewPrivateKey(privkey)
+}
+
 // DH fails for a low-order public key (an all-zero shared secret), like noise.DH25519.
-func (dh25519) DH(privkey, pubkey []byte) ([]byte, error) {
-	k, err := ecdh.X25519().NewPrivateKey(privkey)
+func (d *dh25519) DH(privkey, pubkey []byte) ([]byte, error) {
+	k, err := d.privateKey(privkey)
 	if err != nil {
 		return nil, err
 	}
@@ -42,5 +105,5 @@ func (dh25519) DH(privkey, pubkey []byte) ([]byte, error) {
 	return k.ECDH(p)
 }
 
-func (dh25519) DHLen() int     { return 32 }
-func (dh25519) DHName() string { return "25519" }
+func (*dh25519) DHLen() int     { return 32 }
+func (*dh25519) DHName() string { return "25519" }

@@ -30,7 +30,9 @@ import (
 )
 
 // CipherSuite is the Noise cipher suite of chatd v1.
-var CipherSuite = noise.NewCipherSuite(dh25519{}, noise.CipherAESGCM, noise.HashSHA256)
+// It keeps no state, so it is safe to share; handshakes here use newSuite, a copy per handshake
+// that saves scalar multiplications (dh.go).
+var CipherSuite = noise.NewCipherSuite((*dh25519)(nil), noise.CipherAESGCM, noise.HashSHA256)
 
 // Protocol is the full Noise protocol name, for documentation and logs.
 const Protocol = "Noise_XX_25519_AESGCM_SHA256"
@@ -154,8 +156,9 @@ func Client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb
 }
 
 func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello, error) {
+	rememberStatic(cfg.DeviceKey.Private)
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   CipherSuite,
+		CipherSuite:   newSuite(),
 		Pattern:       noise.HandshakeXX,
 		Initiator:     true,
 		Prologue:      []byte(wire.Preamble),
@@ -235,8 +238,9 @@ func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb
 }
 
 func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello, error) {
+	rememberStatic(cfg.StaticKey.Private)
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   CipherSuite,
+		CipherSuite:   newSuite(),
 		Pattern:       noise.HandshakeXX,
 		Initiator:     false,
 		Prologue:      []byte(wire.Preamble),

@@ -53,9 +53,12 @@ func rememberStatic(priv [32]byte) {
 	staticsMu.Unlock()
 }
 
-// newSuite returns chatd's cipher suite with a fresh dh25519, for one handshake.
-func newSuite() noise.CipherSuite {
-	return noise.NewCipherSuite(&dh25519{}, noise.CipherAESGCM, noise.HashSHA256)
+// newSuite returns chatd's cipher suite with a fresh dh25519, for one handshake, and a function that
+// drops the ephemeral key it keeps: call it when the handshake is over (the connection's cipher
+// states keep the suite for as long as the connection lives).
+func newSuite() (noise.CipherSuite, func()) {
+	d := &dh25519{}
+	return noise.NewCipherSuite(d, noise.CipherAESGCM, noise.HashSHA256), func() { d.eph = nil }
 }
 
 func (d *dh25519) GenerateKeypair(rng io.Reader) (noise.DHKey, error) {

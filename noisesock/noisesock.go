@@ -156,9 +156,11 @@ func Client(ctx context.Context, nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb
 }
 
 func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello, error) {
+	suite, forget := newSuite()
+	defer forget()
 	rememberStatic(cfg.DeviceKey.Private)
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   newSuite(),
+		CipherSuite:   suite,
 		Pattern:       noise.HandshakeXX,
 		Initiator:     true,
 		Prologue:      []byte(wire.Preamble),
@@ -238,9 +240,11 @@ func Server(ctx context.Context, nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb
 }
 
 func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello, error) {
+	suite, forget := newSuite()
+	defer forget()
 	rememberStatic(cfg.StaticKey.Private)
 	hs, err := noise.NewHandshakeState(noise.Config{
-		CipherSuite:   newSuite(),
+		CipherSuite:   suite,
 		Pattern:       noise.HandshakeXX,
 		Initiator:     false,
 		Prologue:      []byte(wire.Preamble),

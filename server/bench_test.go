@@ -5,14 +5,17 @@ package server_test
 //
 //	go test -run='^$' -bench=. -benchtime=3s ./server/
 //	go test -run='^$' -bench=IdleConnectionMemory -benchtime=1x ./server/ -args -chatd.idleconns=20000
+//	go test -run='^$' -bench=IdleConnectionMemory -benchtime=1x -memprofilerate=1 ./server/ -args -chatd.idleheapprofile=/tmp/idle.pprof
 
 import (
 	"context"
 	"flag"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -26,8 +29,12 @@ import (
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
-var idleConns = flag.Int("chatd.idleconns", 5000,
-	"BenchmarkIdleConnectionMemory: idle logged-in connections to open (needs 2 descriptors each: RLIMIT_NOFILE ≥ 2N+1000)")
+var (
+	idleConns = flag.Int("chatd.idleconns", 5000,
+		"BenchmarkIdleConnectionMemory: idle logged-in connections to open (needs 2 descriptors each: RLIMIT_NOFILE ≥ 2N+1000)")
+	idleHeapProfile = flag.String("chatd.idleheapprofile", "",
+		"BenchmarkIdleConnectionMemory: write a heap profile to this file while the connections are idle (use with -memprofilerate=1)")
+)
 
 // startServerTB is startServer for benchmarks.
 func startServerTB(tb testing.TB, mod func(*server.Config)) *testServer {
@@ -144,7 +151,10 @@ func BenchmarkHandshakeLogin(b *testing.B) {
 
 // BenchmarkIdleConnectionMemory opens -chatd.idleconns logged-in connections that then stay idle,
 // and reports what the server holds for each: heap and goroutine stacks, and goroutines. It measures
-// once per run, whatever b.N is; run it with -benchtime=1x.
+// once per run, whatever b.N is; run it with -benchtime=1x. Then every client pings once, as an idle
+// client does every ping interval, and after-ping-server-stack-B/conn and after-ping-goroutines/conn are
+// the server's stacks and goroutines per connection after that round. -chatd.idleheapprofile writes a
+// heap profile at the idle point (-memprofile is written after the cleanup, when the sessions are gone).
 //
 // Method. The clients are minimal (rawLogin: a net.Conn and a noisesock.Conn, no goroutines), but they
 // live in this process, so the process-wide figures include them. We measure them alone first:
@@ -231,6 +241,17 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 	waitTB(b, "every session to be registered", func() bool { return ts.srv.Sessions() == n })
 	m3 := snapMem()
 	b.StopTimer()
+	if *idleHeapProfile != "" {
+		writeHeapProfile(b, *idleHeapProfile)
+	}
+
+	// Then one keepalive round, as idle clients do every ping interval: every client pings and reads
+	// its pong. Whatever the server started to answer must be gone again, and the stacks of the
+	// sessions' goroutines may have grown on the way (the raw clients have neither goroutines nor
+	// stacks, so both figures are the server's).
+	pingAll(b, conns, dialers)
+	waitTB(b, "the goroutines started for the pongs to exit", func() bool { return runtime.NumGoroutine() <= m3.goroutines })
+	m4 := snapMem()
 	totalPer := float64(delta(inuse(m3), inuse(m2))) / float64(n)
 	totalHeapPer := float64(delta(m3.heapAlloc, m2.heapAlloc)) / float64(n)
 	serverStackPer := float64(delta(m3.stackInuse, m2.stackInuse)) / float64(n) // the clients have no stacks
@@ -241,6 +262,67 @@ func BenchmarkIdleConnectionMemory(b *testing.B) {
 	b.ReportMetric(float64(m3.goroutines-m2.goroutines)/float64(n), "goroutines/conn")
 	b.ReportMetric(clientPer, "client-B/conn")
 	b.ReportMetric(float64(n), "conns")
+	b.ReportMetric(float64(delta(m4.stackInuse, m2.stackInuse))/float64(n), "after-ping-server-stack-B/conn")
+	b.ReportMetric(float64(m4.goroutines-m2.goroutines)/float64(n), "after-ping-goroutines/conn")
+}
+
+// pingAll sends a Ping on every connection and reads its Pong, from a few goroutines.
+func pingAll(tb testing.TB, conns []*rawConn, workers int) {
+	tb.Helper()
+	var wg sync.WaitGroup
+	var failed atomic.Value
+	for w := range workers {
+		wg.Go(func() {
+			for i := w; i < len(conns); i += workers {
+				if err := conns[i].ping(uint64(i + 1)); err != nil {
+					failed.CompareAndSwap(nil, fmt.Errorf("connection %d: %w", i, err))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := failed.Load(); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// ping sends Ping{id} and reads the server's next frame, which must be Pong{id}.
+func (rc *rawConn) ping(id uint64) error {
+	b, _, err := rc.sc.AppendEnvelope(nil, nil, &chatdpb.Envelope{Body: &chatdpb.Envelope_Ping{Ping: &chatdpb.Ping{Id: id}}})
+	if err != nil {
+		return err
+	}
+	rc.nc.SetDeadline(time.Now().Add(30 * time.Second))
+	defer rc.nc.SetDeadline(time.Time{})
+	if _, err := rc.nc.Write(b); err != nil {
+		return err
+	}
+	f, err := rc.sc.ReadFrame()
+	if err != nil {
+		return err
+	}
+	var env chatdpb.Envelope
+	if err := wire.DecodeEnvelope(f, &env); err != nil {
+		return err
+	}
+	if env.GetPong().GetId() != id {
+		return fmt.Errorf("got %v, want Pong{%d}", &env, id)
+	}
+	return nil
+}
+
+// writeHeapProfile writes the heap profile as of the last GC (snapMem ran two) to path.
+func writeHeapProfile(tb testing.TB, path string) {
+	tb.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.Lookup("heap").WriteTo(f, 0); err != nil {
+		tb.Fatal(err)
+	}
 }
 
 // startStubLogin serves the client half of a login on a loopback port: it accepts, runs the server
@@ -391,5 +473,51 @@ func BenchmarkSendDeliver(b *testing.B) {
 			}
 		}
 		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	})
+}
+
+// BenchmarkPing: keepalive round trips on logged-in connections that are otherwise idle, the traffic
+// of an idle client: Ping, the server's Pong. sequential: one connection, one ping at a time (the
+// figure is the round trip). parallel: one connection per RunParallel goroutine (4 per CPU), each
+// pinging in turn: the cost of a ping to client and server together.
+func BenchmarkPing(b *testing.B) {
+	ts := startServerTB(b, nil)
+	login := func(b *testing.B) *rawConn {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rc, err := rawLogin(ctx, ts.addr, ts.key.Public, registerTB(b, ts, newPhone()), uint32(server.MaxPingInterval/time.Millisecond))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { rc.nc.Close() })
+		return rc
+	}
+	b.Run("sequential", func(b *testing.B) {
+		rc := login(b)
+		b.ResetTimer()
+		for i := range b.N {
+			if err := rc.ping(uint64(i + 1)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		conns := make([]*rawConn, 4*runtime.GOMAXPROCS(0))
+		for i := range conns {
+			conns[i] = login(b)
+		}
+		var next atomic.Int32
+		b.SetParallelism(4)
+		b.ResetTimer()
+		b.RunParallel(func(pb *testing.PB) {
+			rc := conns[int(next.Add(1)-1)%len(conns)]
+			for id := uint64(1); pb.Next(); id++ {
+				if err := rc.ping(id); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pings/s")
 	})
 }

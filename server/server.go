@@ -251,10 +251,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.conns[sess] = struct{}{}
 		s.wg.Add(1)
 		s.mu.Unlock()
-		go func() {
-			defer s.wg.Done()
-			sess.run()
-		}()
+		go sess.run() // finish calls s.wg.Done
 	}
 }
 

@@ -11,7 +11,6 @@ import (
 	"net"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -26,7 +25,8 @@ import (
 )
 
 // session is one chat connection. The handler goroutine runs the handshake and then the read loop;
-// after login a second goroutine, the writer, owns every write to the connection.
+// after login every write to the connection is made by the session's writer, which runs only while
+// there is something to write (see Writer below): an idle session has one goroutine, the reader.
 //
 // # Pipelining
 //
@@ -36,8 +36,8 @@ import (
 // transaction and then, on its own goroutine and in pipeline order, calls each write's completion
 // callback (finishOp and the closures around it), which:
 //
-//   - appends the reply (SendAck, MarkReadAck) to s.replies and signals replyCh; the writer
-//     goroutine takes the replies, in order, and writes them. So a SendAck is sent only after the
+//   - appends the reply (SendAck, MarkReadAck) to s.replies and makes sure a writer runs; the
+//     writer takes the replies, in order, and writes them. So a SendAck is sent only after the
 //     commit that made its message durable, and SendAcks leave in the order of the Sends. A reply
 //     that needs no write (an INVALID or UNKNOWN_RECIPIENT SendAck) keeps its place too: it goes
 //     straight to s.replies only when no write of the session is pending, and otherwise through a
@@ -64,8 +64,33 @@ import (
 // reconnecting is answered DUPLICATE.
 //
 // The callbacks run on the store's writer goroutine, which waits for them, so they never block: s.mu
-// and the server's mu are held only briefly and never across a store call, signals (replyCh, wakeCh)
-// are non-blocking sends, and freeing a slot never waits.
+// and the server's mu are held only briefly and never across a store call, starting a writer is a go
+// statement, and freeing a slot never waits.
+//
+// # Writer
+//
+// Output is queued under s.mu: s.outq (the login result, then replies that wait for no store write:
+// Pong, ContactResult, Error; at most outqCap, the reader waits for room beyond), s.replies (the
+// ordered replies, above) and s.fetch (the account's delivery queue may have grown, or the in-flight
+// window opened). Whoever queues output when no writer runs (s.wstate == writerIdle) sets
+// writerRunning under s.mu and starts one (claimWriterLocked); so at most one writer runs, and it
+// owns the connection's writes and the send cipher. The writer drains what is queued, fetches
+// pending deliveries if asked, writes the batch in one Write (with the write deadline), and goes
+// round again; when a round finds nothing queued it sets writerIdle in the same critical section in
+// which it saw the queues empty, and exits (gather), so output queued later finds no writer and
+// starts one: nothing is ever left queued without a writer. Its buffers come from a pool and go back
+// when it exits.
+//
+// The writer is a goroutine (writeLoop) when a store callback or another session queues output: they
+// must not block. The reader, which may, is the writer itself for its own replies (a pong above all,
+// the only traffic of an idle client): it writes one round and goes back to reading, handing over to
+// a writer goroutine only if more output was queued meanwhile (writeInline). So a ping costs no
+// goroutine start and no wake-up.
+//
+// close sets s.closed under s.mu; a running writer sees it at its next look at the queues and ends
+// the session (writeClose: what is queued, the Close frame, closing the connection, writerDone); if
+// none runs, close starts one for that. The handler waits for every writer (s.writers) before it
+// returns.
 type session struct {
 	// Static after construction.
 	srv       *Server
@@ -74,45 +99,71 @@ type session struct {
 	transport string
 	accepted  time.Time
 
-	// Set by the handler before the writer starts; read-only afterwards.
+	// Set by the handler before login (before any writer starts); read-only afterwards.
 	conn         *noisesock.Conn
 	phone        string
 	id           string
-	log          *slog.Logger
 	pingInterval time.Duration
 
-	out        chan *chatdpb.Envelope // replies for the writer
-	wakeCh     chan struct{}          // capacity 1: the queue may have grown or the window opened
-	done       chan struct{}          // closed by close
-	writerDone chan struct{}          // closed when the writer has exited
-	writing    atomic.Bool            // the writer was started and owns nc
-
 	closeOnce sync.Once
-	reason    chatdpb.CloseReason // written once in close, read after done is closed
+	reason    chatdpb.CloseReason // written once in close under mu (with closed), read after seeing closed
 	detail    string
 	retry     time.Duration
 
+	writers sync.WaitGroup // writer goroutines started (Add under mu, with writerRunning) and not exited
+
 	// A held probe (docs/protocol.md §4.3) has no writer: the handler reads, and whoever closes the
-	// session writes its last frames (see close). holdFor and holdAddr are set by the handler before
-	// holding is; holdAddr is also the sign that a held-probe slot must be released.
-	holdFor  time.Duration // the hold granted (capped), plus the grace
-	holdAddr string        // the client address (keyedlimit.ClientKey) whose slot the probe holds
-	holding  atomic.Bool   // PROBE_OK is written: close writes the Close frame itself
+	// session writes its last frames (see close, writerHeld). hold is set by the handler before
+	// writerHeld is; it is also the sign that a held-probe slot must be released.
+	hold *heldProbe
 
-	// Pipelining (see above). replyCh is set by the handler before the writer starts; pipe and slots
-	// by the reader at its first request (an idle session has neither), before anything that makes
-	// the writer or a store callback use slots (taking a reply, a callback).
-	pipe    *store.Pipeline     // the session's ordered store writes; submitted to by the reader only
-	slots   chan struct{}       // capacity cfg.MaxPipelined: one element per request accepted and not finished
-	replyCh chan struct{}       // capacity 1: s.replies may have entries
-	ops     sync.WaitGroup      // store writes submitted and not yet called back (Add: reader; Done: callbacks)
-	spare   []*chatdpb.Envelope // the writer's second reply buffer; used by the writer only
+	// Pipelining (see above). pipe and slots are set by the reader at its first request (an idle
+	// session has neither), before anything that makes the writer or a store callback use slots
+	// (taking a reply, a callback).
+	pipe  *store.Pipeline // the session's ordered store writes; submitted to by the reader only
+	slots chan struct{}   // capacity cfg.MaxPipelined: one element per request accepted and not finished
+	ops   sync.WaitGroup  // store writes submitted and not yet called back (Add: reader; Done: callbacks)
 
+	lastSeq int64 // the last delivery sent on this connection; owned by the running writer
+
+	// The fields are ordered to pack: an idle session's struct is one of its larger allocations.
 	mu       sync.Mutex
-	inflight map[uint64]struct{} // deliveries sent and not acked; guarded by mu
+	storeOps int32               // store writes submitted and not yet called back; guarded by mu
+	closed   bool                // close was called; guarded by mu
+	fetch    bool                // the writer is to fetch pending deliveries; guarded by mu
+	wstate   writerState         // guarded by mu
+	done     chan struct{}       // made when first waited on (doneLocked), closed by close; guarded by mu
+	outq     []*chatdpb.Envelope // unordered output for the writer, at most outqCap; guarded by mu
+	outRoom  chan struct{}       // made by the reader waiting for room in outq, closed by the writer; guarded by mu
+	inflight map[uint64]struct{} // deliveries sent and not acked (nil until the first); guarded by mu
 	replies  []*chatdpb.Envelope // ordered replies waiting for the writer; guarded by mu
-	storeOps int                 // store writes submitted and not yet called back; guarded by mu
 }
+
+// heldProbe is what a held probe's session needs besides a session's fields.
+type heldProbe struct {
+	d    time.Duration // the hold granted (capped), plus the grace
+	addr string        // the client address (keyedlimit.ClientKey) whose slot the probe holds
+}
+
+// writerState is where a session's writer is (session.wstate).
+type writerState uint8
+
+const (
+	writerNone      writerState = iota // not logged in: the handler writes (writeDirect), close closes nc
+	writerAnswering                    // the handler writes a probe's PROBE_OK: close leaves nc to it
+	writerHeld                         // a held probe: close writes the Close frame itself (endProbe)
+	writerIdle                         // logged in, no writer: nothing is queued
+	writerRunning                      // a writer runs (a goroutine, or the reader in writeInline) and owns the writes
+	writerDone                         // the last writer ended the session and closed nc
+)
+
+// outqCap bounds s.outq: a reader with that many unordered replies not yet taken by the writer waits,
+// so a client that sends pings and never reads stops being read.
+const outqCap = 64
+
+// idleKeep is the capacity of a reply buffer a writer keeps for the session when it exits; larger
+// buffers (a burst's) are dropped, so an idle session holds next to nothing for its output.
+const idleKeep = 16
 
 func newSession(srv *Server, nc net.Conn) *session {
 	port, tr := transport.Label(nc)
@@ -122,20 +173,41 @@ func newSession(srv *Server, nc net.Conn) *session {
 		accepted = tc.Accepted // the 443 multiplexer's sniffing and TLS count against the deadline
 	}
 	return &session{
-		srv:        srv,
-		nc:         nc,
-		port:       port,
-		transport:  tr,
-		accepted:   accepted,
-		log:        srv.log.With("remote", nc.RemoteAddr().String(), "port", port, "transport", tr),
-		done:       make(chan struct{}),
-		writerDone: make(chan struct{}),
+		srv:       srv,
+		nc:        nc,
+		port:      port,
+		transport: tr,
+		accepted:  accepted,
 	}
 }
 
-// close ends the session with reason. The first call wins; later calls do nothing. The writer sends the
-// Close frame (unless the connection is already lost) and closes the connection; before the writer
-// runs, close closes the connection itself. A held probe has no writer: close sends its Close frame.
+// doneLocked returns a channel closed when the session is closed, made on first use: only a reader
+// that has to wait (for a pipelining slot, for room in s.outq) needs one. Called with s.mu held.
+func (s *session) doneLocked() <-chan struct{} {
+	if s.done == nil {
+		s.done = make(chan struct{})
+		if s.closed {
+			close(s.done)
+		}
+	}
+	return s.done
+}
+
+// logger is the session's logger: the server's, with the connection's attributes and, once logged
+// in, the account's. It is made per use, not kept: sessions log a few lines in their life, and a
+// kept logger with preformatted attributes would cost every idle session memory.
+func (s *session) logger() *slog.Logger {
+	l := s.srv.log.With("remote", s.nc.RemoteAddr().String(), "port", s.port, "transport", s.transport)
+	if s.id != "" {
+		l = l.With("phone", s.phone, "session", s.id)
+	}
+	return l
+}
+
+// close ends the session with reason. The first call wins; later calls do nothing. After login the
+// writer sends the Close frame (unless the connection is already lost) and closes the connection;
+// close starts one if none runs. Before login, close closes the connection itself. A held probe has no
+// writer: close sends its Close frame.
 func (s *session) close(reason chatdpb.CloseReason, detail string, retryAfter time.Duration) {
 	s.closeWith(nil, reason, detail, retryAfter)
 }
@@ -143,58 +215,95 @@ func (s *session) close(reason chatdpb.CloseReason, detail string, retryAfter ti
 // closeWith is close; a held probe's last frames are then last (if not nil) and the Close frame.
 func (s *session) closeWith(last *chatdpb.Envelope, reason chatdpb.CloseReason, detail string, retryAfter time.Duration) {
 	s.closeOnce.Do(func() {
+		s.mu.Lock()
 		s.reason, s.detail, s.retry = reason, detail, retryAfter
-		close(s.done)
+		s.closed = true
+		st := s.wstate
+		start := s.claimWriterLocked() // before closed is seen: the handler, which waits for the writers, may see it first
+		if s.done != nil {
+			close(s.done)
+		}
+		s.mu.Unlock()
 		switch {
-		case s.writing.Load():
-		case s.holding.Load():
-			// Nothing else writes to a held probe, and its send buffer is empty but for the
-			// LoginResult, so this write does not wait: not even Shutdown, which calls close for
-			// every connection in turn, is held up by it.
-			if reason != chatdpb.CloseReason_CONNECTION_LOST && reason != chatdpb.CloseReason_WRITE_TIMEOUT {
-				envs := []*chatdpb.Envelope{closeEnvelope(reason, detail, retryAfter)}
-				if last != nil {
-					envs = append([]*chatdpb.Envelope{last}, envs...)
-				}
-				s.writeDirectWithin(time.Second, envs...)
-			}
-			s.nc.Close()
+		case start:
+			go s.writeLoop()
+		case st == writerRunning, st == writerAnswering:
+			// The running writer, or the handler writing a probe's PROBE_OK, sees closed and ends
+			// the session.
+		case st == writerHeld:
+			s.endProbe(last)
 		default:
 			s.nc.Close()
 		}
 	})
 }
 
+// endProbe ends a closed probe whose PROBE_OK is written: unless the connection is lost, it writes
+// last (if not nil) and the Close frame, then closes the connection. Nothing else writes to a probe,
+// and its send buffer is empty but for the LoginResult, so this write does not wait: not even
+// Shutdown, which calls close for every connection in turn, is held up by it.
+func (s *session) endProbe(last *chatdpb.Envelope) {
+	if s.reason != chatdpb.CloseReason_CONNECTION_LOST && s.reason != chatdpb.CloseReason_WRITE_TIMEOUT {
+		envs := []*chatdpb.Envelope{closeEnvelope(s.reason, s.detail, s.retry)}
+		if last != nil {
+			envs = append([]*chatdpb.Envelope{last}, envs...)
+		}
+		s.writeDirectWithin(time.Second, envs...)
+	}
+	s.nc.Close()
+}
+
+// claimWriterLocked makes the caller, who has just queued output (or closed the session), responsible
+// for starting a writer if none runs: it reports whether the caller must run go s.writeLoop() after
+// unlocking s.mu. Called with s.mu held.
+func (s *session) claimWriterLocked() bool {
+	if s.wstate != writerIdle {
+		return false // not logged in (yet or ever), a writer runs and will see what was queued, or done
+	}
+	s.wstate = writerRunning
+	s.writers.Add(1)
+	return true
+}
+
+// wakeWriter has the writer fetch the account's pending deliveries: the queue may have grown or the
+// in-flight window opened.
 func (s *session) wakeWriter() {
-	select {
-	case s.wakeCh <- struct{}{}:
-	default:
+	s.mu.Lock()
+	s.fetch = true
+	start := s.claimWriterLocked()
+	s.mu.Unlock()
+	if start {
+		go s.writeLoop()
 	}
 }
 
-// run serves the connection until it closes.
+// run serves the connection until it closes: the handshake, then the read loop (or a probe's hold).
+// Whichever goroutine ends the session calls finish.
 func (s *session) run() {
-	defer s.finish()
 	if err := s.handshake(); err != nil {
+		s.finish()
 		return
 	}
-	if s.holdFor > 0 {
+	if s.hold != nil {
 		s.holdProbe()
+		s.finish()
 		return
 	}
-	s.readLoop()
+	go s.readLoop() // on a fresh stack: see readLoop
 }
 
 func (s *session) finish() {
-	s.ops.Wait() // every callback has run: nothing of this session is left in the store's queue
-	if s.writing.Load() {
-		<-s.writerDone
-	} else {
+	s.ops.Wait()     // every callback has run: nothing of this session is left in the store's queue
+	s.writers.Wait() // the session is closed: the last writer has closed the connection
+	s.mu.Lock()
+	st := s.wstate
+	s.mu.Unlock()
+	if st == writerNone {
 		s.nc.Close()
 	}
 	s.srv.forget(s)
-	if s.holdAddr != "" {
-		s.srv.releaseHold(s.holdAddr)
+	if s.hold != nil {
+		s.srv.releaseHold(s.hold.addr)
 	}
 	if s.phone != "" {
 		s.srv.metrics.connections.WithLabelValues(portLabel(s.port), s.transport).Dec()
@@ -205,8 +314,11 @@ func (s *session) finish() {
 	if s.phone == "" {
 		lvl = slog.LevelDebug // unauthenticated noise: scanners, probes, failed handshakes
 	}
-	s.log.Log(context.Background(), lvl, "connection closed", "reason", name, "detail", s.detail,
-		"duration", s.srv.now().Sub(s.accepted).Round(time.Millisecond))
+	if ctx := context.Background(); s.srv.log.Enabled(ctx, lvl) {
+		s.logger().Log(ctx, lvl, "connection closed", "reason", name, "detail", s.detail,
+			"duration", s.srv.now().Sub(s.accepted).Round(time.Millisecond))
+	}
+	s.srv.wg.Done() // taken by Serve for this connection
 }
 
 // handshake reads the preamble, runs the Noise handshake and logs the device in. On failure it has
@@ -266,7 +378,7 @@ func (s *session) handshake() error {
 			return err
 		}
 		s.srv.metrics.logins.WithLabelValues("error").Inc()
-		s.log.Error("login: store", "err", err)
+		s.logger().Error("login: store", "err", err)
 		s.writeDirect(closeEnvelope(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second))
 		s.close(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second)
 		return err
@@ -275,12 +387,7 @@ func (s *session) handshake() error {
 	s.phone = acct.Phone
 	s.id = newSessionID()
 	s.pingInterval = clampPing(time.Duration(hello.GetPingIntervalMs())*time.Millisecond, cfg.MinPingInterval)
-	s.log = s.log.With("phone", acct.Phone, "session", s.id)
-	s.out = make(chan *chatdpb.Envelope, 64)
-	s.wakeCh = make(chan struct{}, 1)
-	s.inflight = make(map[uint64]struct{})
-	s.replyCh = make(chan struct{}, 1) // pipe and slots come with the first request (acquire)
-	s.srv.known.add(acct.Phone)
+	s.srv.known.add(acct.Phone) // pipe and slots come with the first request (acquire), inflight with the first delivery
 
 	res := &chatdpb.LoginResult{
 		Status:         chatdpb.LoginResult_OK,
@@ -294,12 +401,17 @@ func (s *session) handshake() error {
 	s.nc.SetDeadline(time.Time{})
 	s.srv.metrics.logins.WithLabelValues("ok").Inc()
 	s.srv.metrics.connections.WithLabelValues(portLabel(s.port), s.transport).Inc()
-	s.log.Info("logged in", "client", hello.GetClientVersion(), "path", hello.GetPath(), "ping_interval", s.pingInterval)
+	s.logger().Info("logged in", "client", hello.GetClientVersion(), "path", hello.GetPath(), "ping_interval", s.pingInterval)
 
-	// From here the writer owns the connection; it sends the login result first. Register the session,
-	// then wake the writer for its first look at the queue: a message enqueued in between wakes it too.
-	s.writing.Store(true)
-	go s.writeLoop(&chatdpb.Envelope{Body: &chatdpb.Envelope_LoginResult{LoginResult: res}})
+	// From here a writer owns the connection's writes; the login result is the first thing queued, so
+	// it is written first. Register the session, then wake a writer for its first look at the delivery
+	// queue: a message enqueued in between wakes it too (and finds the login result queued before).
+	s.mu.Lock()
+	s.outq = append(s.outq, &chatdpb.Envelope{Body: &chatdpb.Envelope_LoginResult{LoginResult: res}})
+	if !s.closed { // a close before this point closed the connection: no writer will ever run
+		s.wstate = writerIdle
+	}
+	s.mu.Unlock()
 	s.srv.login(s)
 	s.wakeWriter()
 	return nil
@@ -309,7 +421,7 @@ var errProbeAnswered = errors.New("probe answered")
 
 // probe answers a probe login (docs/protocol.md §4.3): RATE_LIMITED over the per-address limit;
 // otherwise PROBE_OK, then either Close(PROBE_DONE) at once (it returns errProbeAnswered) or, when the
-// probe asked for a hold and a held-probe slot is free, nothing: it returns nil with s.holdFor set, and
+// probe asked for a hold and a held-probe slot is free, nothing: it returns nil with s.hold set, and
 // run holds the connection (holdProbe).
 func (s *session) probe(hello *chatdpb.ClientHello) error {
 	srv := s.srv
@@ -332,29 +444,52 @@ func (s *session) probe(hello *chatdpb.ClientHello) error {
 		s.reject(chatdpb.LoginResult_PROBE_OK, chatdpb.CloseReason_PROBE_DONE, "probe answered; not held: too many held probes")
 		return errProbeAnswered
 	}
-	s.holdAddr = addr // finish releases the slot
+	s.hold = &heldProbe{addr: addr} // finish releases the slot
 	res := &chatdpb.Envelope{Body: &chatdpb.Envelope_LoginResult{LoginResult: &chatdpb.LoginResult{
 		Status: chatdpb.LoginResult_PROBE_OK, ServerTimeMs: srv.now().UnixMilli(), MaxFrame: wire.MaxFrame}}}
-	if err := s.writeDirect(res); err != nil {
-		s.close(readReason(err, chatdpb.CloseReason_WRITE_TIMEOUT), err.Error(), 0)
-		return err
+	// A close while the PROBE_OK is written leaves the connection to this goroutine, which then ends
+	// the probe with its Close frame after the PROBE_OK; a close after it does that itself.
+	s.mu.Lock()
+	closed := s.closed
+	if !closed {
+		s.wstate = writerAnswering
 	}
-	s.holdFor = hold + srv.cfg.ProbeHoldGrace
-	s.log.Debug("probe held", "hold", hold, "client", hello.GetClientVersion(), "path", hello.GetPath())
+	s.mu.Unlock()
+	if closed {
+		return errSessionClosed // close closed the connection
+	}
+	err := s.writeDirect(res)
+	if err == nil {
+		s.nc.SetDeadline(time.Time{}) // the handshake deadline; writes set their own
+	}
+	s.mu.Lock()
+	closed, s.wstate = s.closed, writerNone
+	if err == nil && !closed {
+		s.wstate = writerHeld
+	}
+	s.mu.Unlock()
+	switch {
+	case err != nil:
+		s.close(readReason(err, chatdpb.CloseReason_WRITE_TIMEOUT), err.Error(), 0) // if closed already, finish closes nc
+		return err
+	case closed:
+		s.endProbe(nil)
+		return errSessionClosed
+	}
+	s.hold.d = hold + srv.cfg.ProbeHoldGrace
+	s.logger().Debug("probe held", "hold", hold, "client", hello.GetClientVersion(), "path", hello.GetPath())
 	return nil
 }
 
-// holdProbe keeps a probe's connection open and silent after its PROBE_OK for s.holdFor, on the
+// holdProbe keeps a probe's connection open and silent after its PROBE_OK for s.hold.d, on the
 // handler goroutine and a timer. The first frame from the client ends the hold: a Ping is answered
 // with its Pong and Close(PROBE_DONE, "probe answered"); a Close is echoed (CLIENT_CLOSED); anything
 // else is a protocol error. If none comes in time, the timer closes the probe with PROBE_DONE "probe
 // hold elapsed" (on every transport: a read deadline would close a WebSocket before the Close frame).
 // Every close of a held probe writes its own Close frame (closeWith).
 func (s *session) holdProbe() {
-	s.nc.SetDeadline(time.Time{}) // the handshake deadline; writes set their own
-	s.holding.Store(true)
-	// A close that came before holding was set closed the connection, so the read below fails.
-	t := time.AfterFunc(s.holdFor, func() {
+	// From here (writerHeld, set by probe) whoever closes the session writes its Close frame.
+	t := time.AfterFunc(s.hold.d, func() {
 		s.close(chatdpb.CloseReason_PROBE_DONE, "probe hold elapsed", 0)
 	})
 	defer t.Stop()
@@ -388,28 +523,47 @@ func (s *session) reject(status chatdpb.LoginResult_Status, reason chatdpb.Close
 	s.close(reason, detail, 0)
 }
 
-// writeDirect writes envelopes before the writer goroutine exists.
+// writeDirect writes envelopes before login, when no writer can run.
 func (s *session) writeDirect(envs ...*chatdpb.Envelope) error {
 	return s.writeDirectWithin(s.srv.cfg.WriteTimeout, envs...)
 }
 
 // writeDirectWithin is writeDirect with a write deadline of timeout.
 func (s *session) writeDirectWithin(timeout time.Duration, envs ...*chatdpb.Envelope) error {
-	var buf, scratch []byte
+	wb := getWriteBuf()
+	defer putWriteBuf(wb)
 	var err error
 	for _, env := range envs {
-		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
+		if wb.buf, wb.scratch, err = s.conn.AppendEnvelope(wb.buf, wb.scratch, env); err != nil {
 			return err
 		}
 	}
 	s.nc.SetWriteDeadline(time.Now().Add(timeout))
-	_, err = s.nc.Write(buf)
+	_, err = s.nc.Write(wb.buf)
 	return err
 }
 
+// readLoop reads and handles the client's frames until the session closes, then finishes it.
+//
+// Most of what an idle session costs is this goroutine's stack, blocked in a read, which needs less
+// than the 2 KiB a new goroutine gets. Handling a frame (decrypting, decoding, a store call) grows the
+// stack to 4 KiB or more, and the runtime shrinks a stack only while under a quarter of it is in use
+// (counting an 800-byte reserve), so never back to 2 KiB. Hence the read loop runs on a fresh
+// goroutine from login on, and after answering a ping, which a client sends only on an otherwise
+// silent connection, it goes on in a new goroutine and lets this one, with its grown stack, exit.
+// That is one goroutine start per ping; a busy connection, which does not ping, never restarts.
 func (s *session) readLoop() {
+	if s.readFrames() {
+		go s.readLoop()
+		return
+	}
+	s.finish()
+}
+
+// readFrames reads and handles frames until the session closes (it returns false) or a ping was
+// answered (true: the caller restarts the loop on a fresh stack).
+func (s *session) readFrames() (restart bool) {
 	timeout := 2*s.pingInterval + s.srv.cfg.PongTimeout
-	var env chatdpb.Envelope
 	for {
 		s.nc.SetReadDeadline(time.Now().Add(timeout))
 		b, err := s.conn.ReadFrame()
@@ -419,19 +573,37 @@ func (s *session) readLoop() {
 			} else {
 				s.close(frameErrReason(err), err.Error(), 0)
 			}
-			return
+			return false
 		}
-		if err := wire.DecodeEnvelope(b, &env); err != nil {
-			s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
-			return
-		}
-		if err := s.handle(&env); err != nil {
-			if !errors.Is(err, errSessionClosed) {
-				s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
-			}
-			return
+		if restart, ok := s.handleFrame(b); !ok || restart {
+			return restart
 		}
 	}
+}
+
+// envelopes holds decoded envelopes between frames, so a reader blocked in a read holds none (nor the
+// last frame's body).
+var envelopes = sync.Pool{New: func() any { return new(chatdpb.Envelope) }}
+
+// handleFrame decodes and handles one frame (reader). It reports whether the session goes on (ok)
+// and whether the frame was a ping.
+func (s *session) handleFrame(b []byte) (ping, ok bool) {
+	env := envelopes.Get().(*chatdpb.Envelope)
+	defer func() {
+		env.Reset() // the handlers keep what they need of the body, never the envelope
+		envelopes.Put(env)
+	}()
+	if err := wire.DecodeEnvelope(b, env); err != nil {
+		s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
+		return false, false
+	}
+	if err := s.handle(env); err != nil {
+		if !errors.Is(err, errSessionClosed) {
+			s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
+		}
+		return false, false
+	}
+	return env.GetPing() != nil, true
 }
 
 var errSessionClosed = errors.New("session closed")
@@ -448,13 +620,34 @@ func frameErrReason(err error) chatdpb.CloseReason {
 	}
 }
 
-// reply queues env for the writer.
+// reply queues env for the writer (reader). If no writer runs, the reader writes it itself
+// (writeInline). With outqCap replies queued it waits until the writer takes one or the session closes.
 func (s *session) reply(env *chatdpb.Envelope) error {
-	select {
-	case s.out <- env:
-		return nil
-	case <-s.done:
-		return errSessionClosed
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return errSessionClosed
+		}
+		if len(s.outq) < outqCap {
+			s.outq = append(s.outq, env)
+			start := s.claimWriterLocked()
+			s.mu.Unlock()
+			if start {
+				s.writeInline()
+			}
+			return nil
+		}
+		if s.outRoom == nil {
+			s.outRoom = make(chan struct{})
+		}
+		room, done := s.outRoom, s.doneLocked()
+		s.mu.Unlock()
+		select {
+		case <-room:
+		case <-done:
+			return errSessionClosed
+		}
 	}
 }
 
@@ -492,10 +685,13 @@ func (s *session) acquire() error {
 		return nil
 	default:
 	}
+	s.mu.Lock()
+	done := s.doneLocked()
+	s.mu.Unlock()
 	select {
 	case s.slots <- struct{}{}:
 		return nil
-	case <-s.done:
+	case <-done:
 		return errSessionClosed
 	}
 }
@@ -531,13 +727,16 @@ func (s *session) finishOp(what string, reply *chatdpb.Envelope, err error) {
 	s.mu.Lock()
 	s.storeOps--
 	queued := err == nil && reply != nil
+	start := false
 	if queued {
 		s.replies = append(s.replies, reply)
+		start = s.claimWriterLocked()
 	}
 	s.mu.Unlock()
-	if queued {
-		s.signalReplies()
-	} else {
+	if start {
+		go s.writeLoop()
+	}
+	if !queued {
 		s.release(1)
 	}
 	if err != nil {
@@ -550,21 +749,17 @@ func (s *session) finishOp(what string, reply *chatdpb.Envelope, err error) {
 	s.ops.Done()
 }
 
-func (s *session) signalReplies() {
-	select {
-	case s.replyCh <- struct{}{}:
-	default:
-	}
-}
-
 // replyInOrder queues a reply that needs no store write (reader, holding a slot) behind the replies of
 // the writes already pending, so that it keeps its place.
 func (s *session) replyInOrder(env *chatdpb.Envelope) error {
 	s.mu.Lock()
 	if s.storeOps == 0 { // every earlier reply is in s.replies already
 		s.replies = append(s.replies, env)
+		start := s.claimWriterLocked()
 		s.mu.Unlock()
-		s.signalReplies()
+		if start {
+			go s.writeLoop()
+		}
 		return nil
 	}
 	s.mu.Unlock()
@@ -750,7 +945,7 @@ func truncate(s string, n int) string {
 }
 
 func (s *session) storeFailed(op string, err error) error {
-	s.log.Error("store failed", "op", op, "err", err)
+	s.logger().Error("store failed", "op", op, "err", err)
 	s.close(chatdpb.CloseReason_INTERNAL_ERROR, "store unavailable", 5*time.Second)
 	return errSessionClosed
 }
@@ -761,143 +956,268 @@ const maxBatch = 64 << 10
 // fetchLimit is the most deliveries fetched from the store at once.
 const fetchLimit = 256
 
-// writeLoop owns every write after login: it drains replies and fetches pending deliveries, writes them
-// in one batch, and on close sends the Close frame and closes the connection.
-func (s *session) writeLoop(first *chatdpb.Envelope) {
-	defer close(s.writerDone)
-	defer s.nc.Close()
-	var (
-		buf, scratch []byte
-		lastSeq      int64
-		err          error
-	)
+// writeBuf is a writer's output buffer, plaintext scratch buffer and spare reply buffer (swapped with
+// s.replies when the writer takes them), pooled: a session holds none of them while no writer runs.
+type writeBuf struct {
+	buf, scratch []byte
+	spare        []*chatdpb.Envelope // empty; cleared before it came back
+}
+
+var writeBufs = sync.Pool{New: func() any { return new(writeBuf) }}
+
+func getWriteBuf() *writeBuf { return writeBufs.Get().(*writeBuf) }
+
+func putWriteBuf(wb *writeBuf) {
+	if cap(wb.buf) > 2*maxBatch {
+		wb.buf = nil // a batch that grew past the bound (one huge frame on a full batch): do not pool it
+	}
+	wb.buf, wb.scratch = wb.buf[:0], wb.scratch[:0]
+	writeBufs.Put(wb)
+}
+
+// writeLoop is a session's writer goroutine (see Writer on session): started by claimWriterLocked's
+// caller, it drains the queued output, fetches pending deliveries when asked, writes each batch in one
+// Write, and exits when nothing is left queued, or ends the session when it is closed.
+func (s *session) writeLoop() {
+	defer s.writers.Done()
+	wb := getWriteBuf()
+	defer putWriteBuf(wb)
+	s.writeRounds(wb, -1)
+}
+
+// writeInline is the writer run by the reader itself, for its own reply, when it claimed the writer:
+// one write round; then, if more output was queued meanwhile, a writer goroutine takes over.
+func (s *session) writeInline() {
+	wb := getWriteBuf()
+	defer putWriteBuf(wb)
+	if s.writeRounds(wb, 1) {
+		s.writers.Done()
+		return
+	}
+	go s.writeLoop()
+}
+
+// writeRounds is the writer's loop: it returns true when the writer is gone (exited idle or ended the
+// session), false after maxWrites writes (if ≥ 0) with the writer's role still held.
+func (s *session) writeRounds(wb *writeBuf, maxWrites int) bool {
+	broken := false // a write failed: the stream may end inside a frame, nothing more is written
 	for {
-		fetch := false
-		if first != nil {
-			if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, first); err != nil {
-				s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
-			}
-			first = nil
-		}
-		select {
-		case <-s.done:
-			s.writeClose(buf, scratch) // buf may hold the login result, which must precede the Close
-			return
-		case env := <-s.out:
-			if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
-				s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
-				continue
-			}
-		case <-s.replyCh:
-			if buf, scratch, err = s.appendReplies(buf, scratch); err != nil {
-				s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
-				continue
-			}
-		case <-s.wakeCh:
-			fetch = true
-		}
-	drain:
-		for len(buf) < maxBatch {
-			select {
-			case env := <-s.out:
-				if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
-					s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
-					break drain
-				}
-			case <-s.replyCh:
-				if buf, scratch, err = s.appendReplies(buf, scratch); err != nil {
-					s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
-					break drain
-				}
-			case <-s.wakeCh:
-				fetch = true
-			default:
-				break drain
-			}
-		}
-		if fetch {
-			if buf, scratch, lastSeq, err = s.appendPending(buf, scratch, lastSeq); err != nil {
+		next, err := s.gather(wb)
+		switch {
+		case err != nil:
+			s.close(chatdpb.CloseReason_INTERNAL_ERROR, err.Error(), 0)
+			continue // closed now: the next gather ends the session
+		case next == writerExit:
+			return true
+		case next == writerClose:
+			s.writeClose(wb, broken)
+			return true
+		case next == writerFetch:
+			if wb.buf, wb.scratch, err = s.appendPending(wb.buf, wb.scratch); err != nil {
 				s.storeFailed("pending", err)
 				continue
 			}
 		}
-		if len(buf) == 0 {
-			continue
+		if len(wb.buf) == 0 {
+			continue // nothing fetched: the next gather exits unless output was queued meanwhile
 		}
 		s.nc.SetWriteDeadline(time.Now().Add(s.srv.cfg.WriteTimeout))
-		if _, err := s.nc.Write(buf); err != nil {
+		if _, err := s.nc.Write(wb.buf); err != nil {
+			broken = true
 			s.close(readReason(err, chatdpb.CloseReason_WRITE_TIMEOUT), err.Error(), 0)
-			continue
 		}
-		buf = buf[:0]
-		if cap(buf) > 2*maxBatch {
-			buf = nil
+		wb.buf = wb.buf[:0]
+		if cap(wb.buf) > 2*maxBatch {
+			wb.buf = nil
+		}
+		if maxWrites--; maxWrites == 0 {
+			return s.exitIfIdle()
 		}
 	}
 }
 
-// appendReplies takes every ordered reply waiting in s.replies, appends them in order and frees their
-// requests' slots (writer).
-func (s *session) appendReplies(buf, scratch []byte) ([]byte, []byte, error) {
+// exitIfIdle ends the running writer if nothing is queued and the session is open, like gather, and
+// reports whether it did.
+func (s *session) exitIfIdle() bool {
 	s.mu.Lock()
-	rs := s.replies
-	s.replies = s.spare[:0]
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	if s.closed || s.fetch || len(s.outq) > 0 || len(s.replies) > 0 {
+		return false
+	}
+	s.idleLocked()
+	return true
+}
+
+// What a writer does after gather.
+type writerNext uint8
+
+const (
+	writerWrite writerNext = iota // write the batch in wb.buf (if any), then gather again
+	writerFetch                   // fetch pending deliveries into the batch, write it, gather again
+	writerClose                   // the session is closed: end it (writeClose)
+	writerExit                    // nothing was queued and the batch is empty: the writer is gone (writerIdle is set)
+)
+
+// gather appends the queued output to wb.buf, in order: s.outq (the login result first), then the
+// ordered replies, until the batch is full or nothing is queued, and says what the writer does next:
+// write, or first fetch deliveries if a fetch was asked for (once per round, however full the batch).
+// When it finds nothing queued, no fetch asked for and nothing in wb.buf, it sets writerIdle in the
+// same critical section (idleLocked) and returns writerExit: output queued after that finds no writer
+// and starts one. An encoding error is returned with what was appended so far.
+func (s *session) gather(wb *writeBuf) (next writerNext, err error) {
+	fetch := false
+	for len(wb.buf) < maxBatch {
+		var env *chatdpb.Envelope
+		var rs []*chatdpb.Envelope
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return writerClose, nil
+		}
+		fetch = fetch || s.fetch
+		s.fetch = false
+		switch {
+		case len(s.outq) > 0:
+			env = s.popOutLocked()
+		case len(s.replies) > 0:
+			rs = s.replies
+			s.replies, wb.spare = wb.spare[:0], nil
+		case !fetch && len(wb.buf) == 0:
+			s.idleLocked()
+			s.mu.Unlock()
+			return writerExit, nil
+		}
+		s.mu.Unlock()
+		switch {
+		case env != nil:
+			err = s.appendOne(wb, env)
+		case rs != nil:
+			err = s.appendReplies(wb, rs)
+		}
+		if err != nil || (env == nil && rs == nil) {
+			break // an encoding error (the session closes), or nothing more queued
+		}
+	}
+	if fetch {
+		return writerFetch, err
+	}
+	return writerWrite, err
+}
+
+// appendOne appends env to the batch (writer).
+func (s *session) appendOne(wb *writeBuf, env *chatdpb.Envelope) (err error) {
+	wb.buf, wb.scratch, err = s.conn.AppendEnvelope(wb.buf, wb.scratch, env)
+	return err
+}
+
+// popOutLocked takes the first envelope of s.outq and lets a reader waiting for room go on. Called
+// with s.mu held and s.outq not empty.
+func (s *session) popOutLocked() *chatdpb.Envelope {
+	env := s.outq[0]
+	n := copy(s.outq, s.outq[1:]) // at most outqCap pointers
+	s.outq[n] = nil
+	s.outq = s.outq[:n]
+	if s.outRoom != nil {
+		close(s.outRoom)
+		s.outRoom = nil
+	}
+	return env
+}
+
+// idleLocked marks the running writer gone (it exits) and drops reply buffers grown by a burst.
+// Called with s.mu held, by the writer, when nothing is queued.
+func (s *session) idleLocked() {
+	s.wstate = writerIdle
+	if cap(s.replies) > idleKeep {
+		s.replies = nil
+	}
+	if cap(s.outq) > idleKeep {
+		s.outq = nil
+	}
+}
+
+// appendReplies appends the ordered replies rs, taken from s.replies, to wb.buf, frees their
+// requests' slots and keeps rs as wb's spare reply buffer (writer).
+func (s *session) appendReplies(wb *writeBuf, rs []*chatdpb.Envelope) error {
 	var err error
 	for _, env := range rs {
-		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, env); err != nil {
+		if wb.buf, wb.scratch, err = s.conn.AppendEnvelope(wb.buf, wb.scratch, env); err != nil {
 			break
 		}
 	}
 	s.release(len(rs))
 	clear(rs)
 	if cap(rs) > 256 {
-		rs = nil // a burst is over: do not keep its buffer for an idle session
+		rs = nil // a burst's: do not keep it
 	}
-	s.spare = rs[:0]
-	return buf, scratch, err
+	wb.spare = rs[:0]
+	return err
 }
 
-// appendPending appends the deliveries after lastSeq that fit in the in-flight window.
-func (s *session) appendPending(buf, scratch []byte, lastSeq int64) ([]byte, []byte, int64, error) {
+// appendPending appends the deliveries after s.lastSeq that fit in the in-flight window (writer).
+func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 	s.mu.Lock()
 	room := s.srv.cfg.MaxInflight - len(s.inflight)
 	s.mu.Unlock()
 	if room <= 0 {
-		return buf, scratch, lastSeq, nil // handleAck wakes us when the window opens
+		return buf, scratch, nil // handleAck wakes a writer when the window opens
 	}
 	limit := min(room, fetchLimit)
-	items, err := s.srv.cfg.Store.Pending(context.Background(), s.phone, lastSeq, limit)
+	items, err := s.srv.cfg.Store.Pending(context.Background(), s.phone, s.lastSeq, limit)
 	if err != nil {
-		return buf, scratch, lastSeq, err
+		return buf, scratch, err
 	}
-	s.mu.Lock()
-	for _, it := range items {
-		s.inflight[uint64(it.Seq)] = struct{}{}
+	if len(items) > 0 {
+		s.mu.Lock()
+		if s.inflight == nil {
+			s.inflight = make(map[uint64]struct{}, len(items))
+		}
+		for _, it := range items {
+			s.inflight[uint64(it.Seq)] = struct{}{}
+		}
+		if len(items) == limit {
+			s.fetch = true // there may be more: this writer fetches again
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	for _, it := range items {
 		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it)); err != nil {
-			return buf, scratch, lastSeq, err
+			return buf, scratch, err
 		}
-		lastSeq = it.Seq
+		s.lastSeq = it.Seq
 	}
-	if len(items) == limit {
-		s.wakeWriter() // there may be more
-	}
-	return buf, scratch, lastSeq, nil
+	return buf, scratch, nil
 }
 
-func (s *session) writeClose(buf, scratch []byte) {
-	if s.reason == chatdpb.CloseReason_CONNECTION_LOST || s.reason == chatdpb.CloseReason_WRITE_TIMEOUT {
+// writeClose ends a closed session (the last writer): unless the connection is lost or its write
+// failed, it writes what wb holds, then the output still queued and the Close frame, within a second;
+// it closes the connection.
+func (s *session) writeClose(wb *writeBuf, broken bool) {
+	defer s.nc.Close()
+	s.mu.Lock()
+	s.wstate = writerDone
+	outq, rs := s.outq, s.replies
+	s.outq, s.replies = nil, nil
+	if s.outRoom != nil {
+		close(s.outRoom) // the reader waits on done too; this only lets the channel go
+		s.outRoom = nil
+	}
+	s.mu.Unlock()
+	if broken || s.reason == chatdpb.CloseReason_CONNECTION_LOST || s.reason == chatdpb.CloseReason_WRITE_TIMEOUT {
+		s.release(len(rs))
 		return
 	}
-	buf, _, err := s.conn.AppendEnvelope(buf, scratch, closeEnvelope(s.reason, s.detail, s.retry))
-	if err != nil {
+	// What is queued goes first: the login result, if it was not written yet, must precede the Close,
+	// and a SendAck queued is for a message stored. An envelope that fails to encode is left out.
+	for _, env := range outq {
+		s.appendOne(wb, env)
+	}
+	s.appendReplies(wb, rs)
+	if s.appendOne(wb, closeEnvelope(s.reason, s.detail, s.retry)) != nil {
 		return
 	}
 	s.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	s.nc.Write(buf)
+	s.nc.Write(wb.buf)
 }
 
 func deliverEnvelope(it store.Item) *chatdpb.Envelope {

@@ -41,7 +41,7 @@ func DSN(abs string, readOnly bool) string {
 		"_pragma=synchronous(FULL)",
 		"_pragma=foreign_keys(ON)",
 		"_pragma=temp_store(MEMORY)", // savepoint journals and sorts in memory, not in temporary files
-		"_txlock=immediate", // migrations use database/sql transactions
+		"_txlock=immediate",          // migrations use database/sql transactions
 	}
 	if readOnly {
 		q = append(q, "_pragma=query_only(1)")

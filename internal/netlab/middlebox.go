@@ -17,29 +17,19 @@ const NginxPort = 8443
 // reference text, N8).
 func (l *Lab) TLSOnly443(upstream string) *Proc {
 	l.t.Helper()
-	Require(l.t, "nginx")
-	dir := l.t.TempDir()
-	conf := fmt.Sprintf(`load_module /usr/lib/nginx/modules/ngx_stream_module.so;
-daemon off;
-master_process off;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-events { worker_connections 1024; }
-stream {
+	return l.startNginx443(fmt.Sprintf(`
 	map $ssl_preread_protocol $upstream {
 		""      127.0.0.1:9;   # not TLS: nothing listens there, so nginx closes the connection
-		default %[2]s;
+		default %s;
 	}
 	server {
-		listen %[3]d;
+		listen %d;
 		ssl_preread on;
 		preread_timeout 5s;
 		proxy_connect_timeout 3s;
 		proxy_pass $upstream;
 	}
-}
-`, dir, upstream, NginxPort)
-	return l.startNginx443(dir, conf)
+`, upstream, NginxPort))
 }
 
 // SquidPort is where the box's squid listens, on BoxInAddr.
@@ -93,6 +83,22 @@ func SquidURL() string { return fmt.Sprintf("http://%s:%d", BoxInAddr, SquidPort
 // of its own CA, as corporate inspection proxies do) and opens its own TLS connection to upstream.
 func (l *Lab) InterceptTLS443(certFile, keyFile, upstream string) *Proc {
 	l.t.Helper()
+	return l.startNginx443(fmt.Sprintf(`
+	server {
+		listen %d ssl;
+		ssl_certificate %s;
+		ssl_certificate_key %s;
+		proxy_ssl on;
+		proxy_connect_timeout 3s;
+		proxy_pass %s;
+	}
+`, NginxPort, certFile, keyFile, upstream))
+}
+
+// startNginx443 runs nginx in the box, in the foreground with its files in a temporary folder, with
+// stream (the inside of its stream block), and redirects the client's port 443 to it.
+func (l *Lab) startNginx443(stream string) *Proc {
+	l.t.Helper()
 	Require(l.t, "nginx")
 	dir := l.t.TempDir()
 	conf := fmt.Sprintf(`load_module /usr/lib/nginx/modules/ngx_stream_module.so;
@@ -101,23 +107,8 @@ master_process off;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log info;
 events { worker_connections 1024; }
-stream {
-	server {
-		listen %[4]d ssl;
-		ssl_certificate %[2]s;
-		ssl_certificate_key %[3]s;
-		proxy_ssl on;
-		proxy_connect_timeout 3s;
-		proxy_pass %[5]s;
-	}
-}
-`, dir, certFile, keyFile, NginxPort, upstream)
-	return l.startNginx443(dir, conf)
-}
-
-// startNginx443 runs nginx with conf and redirects the client's port 443 to it.
-func (l *Lab) startNginx443(dir, conf string) *Proc {
-	l.t.Helper()
+stream {%[2]s}
+`, dir, stream)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		l.t.Fatal(err)

@@ -26,7 +26,7 @@ func (r *run) idle(ctx context.Context, rep *Report, eps []transport.Endpoint, k
 	ic := &IdleCheck{}
 	var ep transport.Endpoint
 	for i, p := range rep.Paths {
-		if p.Status == OK && (eps[i].Transport != transport.TransportTCP || !on443(eps[i], eps)) {
+		if p.Status == OK && (eps[i].Transport != transport.TransportTCP || !transport.On443(eps[i], eps)) {
 			ep = eps[i]
 			break
 		}
@@ -132,4 +132,3 @@ func (e *notHeldError) Error() string {
 	return "the server did not hold the connection (" + e.detail + ")"
 }
 
-func on443(ep transport.Endpoint, all []transport.Endpoint) bool { return transport.On443(ep, all) }

@@ -15,6 +15,7 @@ import (
 	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
+	"github.com/chatd-dev/chatd/transport"
 )
 
 // IPListCheck is the server's signed IP address list, fetched and verified.
@@ -55,11 +56,8 @@ func FetchIPList(ctx context.Context, cfg Config, cc regtypes.ClientConfig) (ipl
 	if err != nil {
 		return iplist.List{}, false, err
 	}
-	rc := regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy)
-	if cfg.Dial != nil {
-		rc.HTTPClient.Transport.(*http.Transport).DialContext = cfg.Dial
-	}
-	defer rc.HTTPClient.Transport.(*http.Transport).CloseIdleConnections()
+	rc, done := regClient(cfg, cfg.Dial)
+	defer done()
 	l, err := rc.IPList(ctx, key)
 	return l, pinned, err
 }
@@ -113,12 +111,20 @@ func date(t time.Time) string { return t.Format(iplist.DateLayout) }
 
 // FetchConfig fetches the server's /v1/config as cfg says (proxy, CA, dial).
 func FetchConfig(ctx context.Context, cfg Config) (regtypes.ClientConfig, error) {
-	rc := regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy)
-	if cfg.Dial != nil {
-		rc.HTTPClient.Transport.(*http.Transport).DialContext = cfg.Dial
-	}
-	defer rc.HTTPClient.Transport.(*http.Transport).CloseIdleConnections()
+	rc, done := regClient(cfg, cfg.Dial)
+	defer done()
 	return rc.Config(ctx)
+}
+
+// regClient is the HTTPS client of cfg's server: its CA and proxy, and dial when not nil. done closes
+// its idle connections.
+func regClient(cfg Config, dial transport.DialFunc) (rc *regclient.Client, done func()) {
+	rc = regclient.NewWithProxy(cfg.ServerURL, cfg.RootCAs, cfg.Proxy)
+	tr := rc.HTTPClient.Transport.(*http.Transport)
+	if dial != nil {
+		tr.DialContext = dial
+	}
+	return rc, tr.CloseIdleConnections
 }
 
 // MaxRanges is the most ranges of the IP list Config.AllRanges tests.

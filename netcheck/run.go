@@ -106,10 +106,8 @@ func hostOf(serverURL string) string {
 // https fetches /v1/config.
 func (r *run) https(ctx context.Context, rep *Report) (regtypes.ClientConfig, bool) {
 	rep.HTTPS.URL = r.cfg.ServerURL + "/v1/config"
-	rc := regclient.NewWithProxy(r.cfg.ServerURL, r.cfg.RootCAs, r.cfg.Proxy)
-	tr := rc.HTTPClient.Transport.(*http.Transport)
-	tr.DialContext = r.dial
-	defer tr.CloseIdleConnections()
+	rc, closeIdle := regClient(r.cfg, r.dial)
+	defer closeIdle()
 	rc.HTTPClient.Timeout = 2 * r.cfg.Timeout
 	start := r.cfg.Now()
 	cc, err := rc.Config(ctx)

@@ -131,4 +131,3 @@ type notHeldError struct{ detail string }
 func (e *notHeldError) Error() string {
 	return "the server did not hold the connection (" + e.detail + ")"
 }
-

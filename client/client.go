@@ -242,6 +242,8 @@ type Client struct {
 	cfg       Config
 	log       *slog.Logger
 	endpoints []transport.Endpoint // validated, deduplicated, without 5222 in 443-only mode
+	direct    []transport.Endpoint // endpoints on the direct path (splitPaths), in order
+	via443    []transport.Endpoint // endpoints on the 443 path, in order
 	dialer    *transport.Dialer
 
 	mu        sync.Mutex
@@ -333,6 +335,7 @@ func New(cfg Config) (*Client, error) {
 		c.log = slog.New(slog.DiscardHandler)
 	}
 	c.status.Since = time.Now()
+	c.direct, c.via443 = splitPaths(eps)
 	if p := cfg.Preferred.Normalize(); slices.Contains(eps, p) {
 		c.lastGood = p
 	}

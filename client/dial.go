@@ -68,17 +68,8 @@ func (c *Client) plan() []transport.Endpoint {
 	c.mu.Lock()
 	pref := c.lastGood
 	c.mu.Unlock()
-	var direct, via443 []transport.Endpoint
-	for _, ep := range c.endpoints {
-		if ep == pref {
-			continue
-		}
-		if transport.On443(ep, c.endpoints) {
-			via443 = append(via443, ep)
-		} else {
-			direct = append(direct, ep)
-		}
-	}
+	notPref := func(ep transport.Endpoint) bool { return ep != pref }
+	direct, via443 := filter(c.direct, notPref), filter(c.via443, notPref)
 	out := make([]transport.Endpoint, 0, len(c.endpoints))
 	if !pref.IsZero() && len(direct)+len(via443) < len(c.endpoints) {
 		out = append(out, pref) // pref is one of the endpoints
@@ -89,6 +80,29 @@ func (c *Client) plan() []transport.Endpoint {
 		}
 		if i < len(via443) {
 			out = append(out, via443[i])
+		}
+	}
+	return out
+}
+
+// splitPaths divides eps into the direct path (raw chatd not on a 443 port) and the 443 path, each in
+// order.
+func splitPaths(eps []transport.Endpoint) (direct, via443 []transport.Endpoint) {
+	for _, ep := range eps {
+		if transport.On443(ep, eps) {
+			via443 = append(via443, ep)
+		} else {
+			direct = append(direct, ep)
+		}
+	}
+	return direct, via443
+}
+
+func filter(eps []transport.Endpoint, keep func(transport.Endpoint) bool) []transport.Endpoint {
+	var out []transport.Endpoint
+	for _, ep := range eps {
+		if keep(ep) {
+			out = append(out, ep)
 		}
 	}
 	return out

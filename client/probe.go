@@ -36,14 +36,7 @@ func (c *Client) watchPaths(ctx context.Context, cn *conn, ep transport.Endpoint
 	if c.cfg.ReprobeInterval < 0 {
 		return
 	}
-	var direct, via443 []transport.Endpoint
-	for _, e := range c.endpoints {
-		if transport.On443(e, c.endpoints) {
-			via443 = append(via443, e)
-		} else {
-			direct = append(direct, e)
-		}
-	}
+	direct, via443 := c.direct, c.via443
 	on443 := transport.On443(ep, c.endpoints)
 	if on443 {
 		c.setNetworkProblem("") // the 443 path works: whatever a check on 5222 found is stale

@@ -25,6 +25,38 @@ func blackholeCurrent(t *testing.T, l *netlab.Lab, a *account, port int) int {
 	return before
 }
 
+// blackholedPair starts a lab with a peer in the server host and an account in the client host,
+// checks they exchange messages, then blackholes the account's connection at the box — with quiet,
+// only after the connection carried nothing for 2 s (the receipts of the exchange have settled), so
+// that no data is in flight. It returns the account's reconnect count before the blackhole.
+func blackholedPair(t *testing.T, peerPhone, phone string, quiet bool) (a, peer *account, before int) {
+	t.Helper()
+	l := netlab.New(t)
+	s := startChatd(t, l)
+	peer = s.newAccount(l.Server, peerPhone, nil)
+	a = s.newAccount(l.Client, phone, nil)
+	a.waitConnected(t, 10*time.Second)
+	exchange(t, a, peer, "before")
+	if quiet {
+		deadline := time.Now().Add(30 * time.Second)
+		for q, ok := l.ClientQuiet(5222); !ok || q < 2*time.Second; q, ok = l.ClientQuiet(5222) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the connection never went quiet for 2 s (quiet %v, found %v)", q, ok)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the kernel's view of the connection
+		}
+	}
+	return a, peer, blackholeCurrent(t, l, a, 5222)
+}
+
+// waitReconnected waits until a is connected again after more than before reconnects.
+func (a *account) waitReconnected(t *testing.T, before int) time.Duration {
+	t.Helper()
+	return a.waitStatus(t, 60*time.Second, "reconnected", func(s client.Status) bool {
+		return s.State == client.Connected && s.Reconnects > before
+	})
+}
+
 // TestBlackholeDetected is N2 with the targets of DESIGN §6: a connection that silently stops
 // passing packets is replaced within 35 s when idle (TCP keepalive after 15 s idle with
 // TCP_USER_TIMEOUT, and the pings), and within 10 s when a send is waiting for its acknowledgement
@@ -33,16 +65,8 @@ func TestBlackholeDetected(t *testing.T) {
 	t.Parallel()
 	t.Run("idle", func(t *testing.T) {
 		t.Parallel()
-		l := netlab.New(t)
-		s := startChatd(t, l)
-		peer := s.newAccount(l.Server, "15550000051", nil)
-		a := s.newAccount(l.Client, "15550000052", nil)
-		a.waitConnected(t, 10*time.Second)
-		exchange(t, a, peer, "before")
-		before := blackholeCurrent(t, l, a, 5222)
-		took := a.waitStatus(t, 60*time.Second, "reconnected", func(s client.Status) bool {
-			return s.State == client.Connected && s.Reconnects > before
-		})
+		a, peer, before := blackholedPair(t, "15550000051", "15550000052", true)
+		took := a.waitReconnected(t, before)
 		t.Logf("idle blackholed connection replaced after %v (%s: %s)", took, a.Status().LastClose, a.Status().LastError)
 		if took > 35*time.Second {
 			t.Errorf("idle blackhole replaced after %v, want ≤ 35 s", took)
@@ -51,13 +75,7 @@ func TestBlackholeDetected(t *testing.T) {
 	})
 	t.Run("unacked-send", func(t *testing.T) {
 		t.Parallel()
-		l := netlab.New(t)
-		s := startChatd(t, l)
-		peer := s.newAccount(l.Server, "15550000053", nil)
-		a := s.newAccount(l.Client, "15550000054", nil)
-		a.waitConnected(t, 10*time.Second)
-		exchange(t, a, peer, "before")
-		before := blackholeCurrent(t, l, a, 5222)
+		a, peer, before := blackholedPair(t, "15550000053", "15550000054", false)
 		start := time.Now()
 		sent := make(chan error, 1)
 		go func() {
@@ -66,9 +84,7 @@ func TestBlackholeDetected(t *testing.T) {
 			_, err := a.Send(ctx, peer.phone, "blackholed-send", text("sent into a blackhole"))
 			sent <- err
 		}()
-		took := a.waitStatus(t, 60*time.Second, "reconnected", func(s client.Status) bool {
-			return s.State == client.Connected && s.Reconnects > before
-		})
+		took := a.waitReconnected(t, before)
 		t.Logf("blackholed connection with an unacknowledged send replaced after %v (%s: %s)", took, a.Status().LastClose, a.Status().LastError)
 		if took > 10*time.Second {
 			t.Errorf("replaced after %v, want ≤ 10 s", took)

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -329,4 +330,24 @@ func (l *Lab) Counter(name string) int {
 	}
 	l.t.Fatalf("no counter %q in the box's ruleset:\n%s", name, out)
 	return 0
+}
+
+// ClientQuiet returns how long the client host's established connection to remotePort has sent and
+// received nothing, by the kernel's own account (ss: the smaller of lastsnd and lastrcv), and false
+// when there is no such connection.
+func (l *Lab) ClientQuiet(remotePort int) (time.Duration, bool) {
+	l.t.Helper()
+	out := l.Client.MustRun("ss", "-Htni", "state", "established", fmt.Sprintf("( dport = :%d )", remotePort))
+	var snd, rcv int
+	found := false
+	for _, f := range strings.Fields(out) {
+		switch {
+		case strings.HasPrefix(f, "lastsnd:"):
+			fmt.Sscan(strings.TrimPrefix(f, "lastsnd:"), &snd)
+			found = true
+		case strings.HasPrefix(f, "lastrcv:"):
+			fmt.Sscan(strings.TrimPrefix(f, "lastrcv:"), &rcv)
+		}
+	}
+	return time.Duration(min(snd, rcv)) * time.Millisecond, found
 }

@@ -7,7 +7,6 @@ package client_test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/client/regclient"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/server/node"
 	"github.com/chatd-dev/chatd/server/store"
@@ -37,7 +37,7 @@ import (
 type env struct {
 	n             *node.Node
 	roots         *x509.CertPool
-	logs          *syncBuffer
+	logs          *testutil.Buffer
 	tcp, tls, ws  transport.Endpoint
 	chatPort, web int
 	phones        atomic.Int64
@@ -45,7 +45,7 @@ type env struct {
 
 func startEnv(t testing.TB, mod func(*node.Config)) *env {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	cfg := node.Config{
 		DataDir: t.TempDir(), Dev: true,
 		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
@@ -200,23 +200,6 @@ func (e *env) metric(t *testing.T, series string) float64 {
 		}
 	}
 	return 0
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // TestEachTransportEndToEnd logs in and exchanges messages over each transport — raw chatd on the

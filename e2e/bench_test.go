@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/bizapi"
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
 // benchNet is chatd, bizapi (both in this process), a customer and a webhook receiver that records
@@ -56,8 +57,8 @@ func startBenchNet(tb testing.TB) *benchNet {
 		ctx := ctxFor(tb, 10*time.Second)
 		d.Shutdown(ctx)
 	})
-	bn.b = &bizapiProc{t: tb, base: "http://" + d.Addr.String()}
-	bn.b.hc.Transport = &http.Transport{MaxIdleConnsPerHost: 256}
+	bn.b = &bizapiProc{t: tb, rest: testutil.REST{Base: "http://" + d.Addr.String(),
+		HTTP: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256}}}}
 	bn.b.setup(n, chatdData)
 	startShopper(tb, n)
 	return bn

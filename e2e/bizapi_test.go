@@ -20,6 +20,7 @@ import (
 
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/content"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
 	"github.com/chatd-dev/chatd/server/regapi"
@@ -112,14 +113,13 @@ type bizapiProc struct {
 	cmd    *exec.Cmd
 	log    *bytes.Buffer
 	exited chan struct{}
-	token  string
-	hc     http.Client
+	rest   testutil.REST // Base is the REST API's URL
 }
 
 func startBizapi(t *testing.T, n *node.Node, hookURL string) *bizapiProc {
 	t.Helper()
 	port := freePort(t)
-	b := &bizapiProc{t: t, base: "http://127.0.0.1:" + strconv.Itoa(port), args: []string{"serve",
+	b := &bizapiProc{t: t, rest: testutil.REST{Base: "http://127.0.0.1:" + strconv.Itoa(port), HTTP: &http.Client{}}, args: []string{"serve",
 		"--data", t.TempDir(), "--listen", "127.0.0.1:" + strconv.Itoa(port),
 		"--server", n.HTTPSURL, "--server-ca", n.CAFile, "--webhook-url", hookURL, "--log-level", "debug"}}
 	b.start()
@@ -140,7 +140,7 @@ func (b *bizapiProc) start() {
 	go func() { b.cmd.Wait(); close(b.exited) }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(b.base + "/v1/health")
+		resp, err := http.Get(b.rest.Base + "/v1/health")
 		if err == nil {
 			resp.Body.Close()
 			return
@@ -177,53 +177,22 @@ func (b *bizapiProc) stop() {
 	}
 }
 
-// call does a REST request; it returns the status and decodes a 2xx body into out.
+// call does a REST request with the bearer token (testutil.REST.Call).
 func (b *bizapiProc) call(method, path string, in, out any) (int, error) {
-	var body io.Reader
-	if in != nil {
-		j, _ := json.Marshal(in)
-		body = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, b.base+path, body)
-	req.Header.Set("Content-Type", "application/json")
-	if b.token != "" {
-		req.Header.Set("Authorization", "Bearer "+b.token)
-	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %s %s", method, path, resp.Status, raw)
-	}
-	if out != nil && len(raw) > 0 {
-		return resp.StatusCode, json.Unmarshal(raw, out)
-	}
-	return resp.StatusCode, nil
+	return b.rest.Call(method, path, in, out)
 }
 
 // setup logs in (changing the default password) and registers the business number.
 func (b *bizapiProc) setup(n *node.Node, chatdData string) {
 	t := b.t
 	t.Helper()
-	req, _ := http.NewRequest("POST", b.base+"/v1/users/login", strings.NewReader(`{"new_password":"`+adminPassword+`"}`))
-	req.SetBasicAuth("admin", "secret")
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var login struct {
 		Users []struct{ Token string } `json:"users"`
 	}
-	json.NewDecoder(resp.Body).Decode(&login)
-	resp.Body.Close()
-	if resp.StatusCode != 200 || len(login.Users) != 1 {
-		t.Fatalf("login: %s", resp.Status)
+	if st, err := b.rest.CallBasic("admin", "secret", "POST", "/v1/users/login", map[string]string{"new_password": adminPassword}, &login); err != nil || st != 200 || len(login.Users) != 1 {
+		t.Fatalf("login: %d %v", st, err)
 	}
-	b.token = login.Users[0].Token
+	b.rest.Token = login.Users[0].Token
 
 	key, _, err := pki.LoadOrCreateOperatorKey(filepath.Join(chatdData, node.OperatorKeyFile))
 	if err != nil {

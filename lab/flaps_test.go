@@ -1,11 +1,9 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/netlab"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
 	"github.com/chatd-dev/chatd/server/regapi"
@@ -29,10 +28,9 @@ const (
 
 // bizapi is the bizapi binary running in the lab's client host, with its REST API on bizAPI.
 type bizapi struct {
-	t     *testing.T
-	p     *netlab.Proc
-	hc    *http.Client
-	token string
+	t    *testing.T
+	p    *netlab.Proc
+	rest testutil.REST
 }
 
 func startBizapi(t *testing.T, l *netlab.Lab, s *server, extra ...string) *bizapi {
@@ -40,7 +38,8 @@ func startBizapi(t *testing.T, l *netlab.Lab, s *server, extra ...string) *bizap
 	ca := filepath.Join(s.data, "tls", "ca.pem")
 	args := append([]string{"serve", "--data", t.TempDir(), "--listen", bizAPI, "--server", s.cc.HTTPSURL,
 		"--server-ca", ca, "--webhook-url", "http://" + hookAddr + "/hook", "--log-level", "debug"}, extra...)
-	b := &bizapi{t: t, hc: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: l.Client.DialContext, MaxIdleConnsPerHost: 64}}}
+	b := &bizapi{t: t, rest: testutil.REST{Base: "http://" + bizAPI,
+		HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: l.Client.DialContext, MaxIdleConnsPerHost: 64}}}}
 	b.p = l.Client.Start(bizapiBin, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -51,33 +50,13 @@ func startBizapi(t *testing.T, l *netlab.Lab, s *server, extra ...string) *bizap
 	return b
 }
 
-// call does a REST request; it returns the status and decodes a 2xx body into out.
+// call does a REST request with the bearer token (testutil.REST.Call), or with basic authentication
+// when basic holds a user and a password.
 func (b *bizapi) call(method, path string, in, out any, basic ...string) (int, error) {
-	var body io.Reader
-	if in != nil {
-		j, _ := json.Marshal(in)
-		body = bytes.NewReader(j)
-	}
-	req, _ := http.NewRequest(method, "http://"+bizAPI+path, body)
-	req.Header.Set("Content-Type", "application/json")
 	if len(basic) == 2 {
-		req.SetBasicAuth(basic[0], basic[1])
-	} else if b.token != "" {
-		req.Header.Set("Authorization", "Bearer "+b.token)
+		return b.rest.CallBasic(basic[0], basic[1], method, path, in, out)
 	}
-	resp, err := b.hc.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode/100 != 2 {
-		return resp.StatusCode, fmt.Errorf("%s %s: %s %s", method, path, resp.Status, raw)
-	}
-	if out != nil && len(raw) > 0 {
-		return resp.StatusCode, json.Unmarshal(raw, out)
-	}
-	return resp.StatusCode, nil
+	return b.rest.Call(method, path, in, out)
 }
 
 // setup logs in (setting the admin password) and registers the business number with a certificate
@@ -91,7 +70,7 @@ func (b *bizapi) setup(s *server) {
 	if _, err := b.call("POST", "/v1/users/login", map[string]string{"new_password": "Lab-Password-1"}, &login, "admin", "secret"); err != nil || len(login.Users) != 1 {
 		t.Fatalf("login: %v", err)
 	}
-	b.token = login.Users[0].Token
+	b.rest.Token = login.Users[0].Token
 	key, _, err := pki.LoadOrCreateOperatorKey(filepath.Join(s.data, node.OperatorKeyFile))
 	if err != nil {
 		t.Fatal(err)

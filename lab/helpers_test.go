@@ -19,6 +19,7 @@ import (
 	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/content"
 	"github.com/chatd-dev/chatd/internal/netlab"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
@@ -141,7 +142,7 @@ type account struct {
 	*client.Client
 	phone string
 	box   *inbox
-	log   *netlab.Buffer
+	log   *testutil.Buffer
 }
 
 // newAccount registers phone (from the server host, untouched by faults) and runs a client for it in
@@ -156,7 +157,7 @@ func (s *server) newAccount(h *netlab.Host, phone string, edit func(*client.Conf
 func (s *server) runAccount(h *netlab.Host, phone string, dev noisesock.Keypair, edit func(*client.Config)) *account {
 	t := s.t
 	t.Helper()
-	a := &account{phone: phone, box: newInbox(), log: new(netlab.Buffer)}
+	a := &account{phone: phone, box: newInbox(), log: new(testutil.Buffer)}
 	cfg := client.Config{
 		Endpoints:     s.eps,
 		RootCAs:       s.pool,

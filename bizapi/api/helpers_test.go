@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -130,25 +129,7 @@ type env struct {
 	db    *store.SQLite
 	gw    *fakeGateway
 	clock *fakeClock
-	logs  *syncBuffer
-}
-
-// syncBuffer collects log output from concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs  *testutil.Buffer
 }
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -167,7 +148,7 @@ func openStore(t testing.TB, clock *fakeClock) *store.SQLite {
 func newEnv(t testing.TB, mod func(*Config)) *env {
 	t.Helper()
 	clock := testutil.NewClock(t0)
-	e := &env{t: t, gw: newFakeGateway(), clock: clock, logs: &syncBuffer{}}
+	e := &env{t: t, gw: newFakeGateway(), clock: clock, logs: &testutil.Buffer{}}
 	e.db = openStore(t, clock)
 	e.st = e.db
 	cfg := Config{

@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"maps"
@@ -17,6 +16,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/bizapi/store"
 	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/transport/transporttest"
 )
@@ -30,24 +30,6 @@ type countingStore struct {
 func (s *countingStore) SaveLastEndpoint(ctx context.Context, ep string) error {
 	s.saves.Add(1)
 	return s.Store.SaveLastEndpoint(ctx, ep)
-}
-
-// syncBuffer is a log sink for concurrent writers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // published is the address that chatd publishes for its listener at a (host "localhost" in dev mode).
@@ -136,7 +118,7 @@ func TestProxyAndOnly443(t *testing.T) {
 	proxy := transporttest.NewProxy(t, "bob", "s3cret", nil)
 	n, data := startChatd(t)
 	e := &env{t: t, chatd: n, data: data, dbPath: t.TempDir() + "/bizapi.db"}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	e.openGateway(n.HTTPSURL, func(c *gateway.Config) {
 		c.Proxy, c.Only443 = transport.ProxyURL(proxy.URL), true
 		c.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))

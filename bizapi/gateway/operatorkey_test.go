@@ -16,6 +16,7 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/bizapi/store"
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
+	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/server/node"
 )
 
@@ -73,7 +74,7 @@ func (e *env) forgetOperatorKey() {
 }
 
 // logTo has the gateway log at Debug into buf.
-func logTo(buf *syncBuffer) func(*gateway.Config) {
+func logTo(buf *testutil.Buffer) func(*gateway.Config) {
 	return func(c *gateway.Config) {
 		c.Logger = slog.New(slog.NewTextHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -84,7 +85,7 @@ func logTo(buf *syncBuffer) func(*gateway.Config) {
 func TestOperatorKeyPinnedAtRegistration(t *testing.T) {
 	n, data := startChatd(t)
 	e := &env{t: t, chatd: n, data: data, dbPath: filepath.Join(t.TempDir(), "bizapi.db")}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	e.openGateway(n.HTTPSURL, logTo(&logs))
 	if k := e.operatorKey(); k != nil {
 		t.Fatalf("operator key pinned before registration: %x", k)
@@ -131,7 +132,7 @@ func TestOperatorKeyChangedKeepsPinned(t *testing.T) {
 	if e.chatd.OperatorKey.Equal(pinned) {
 		t.Fatal("chatd kept its operator key")
 	}
-	var logs syncBuffer
+	var logs testutil.Buffer
 	e.openGateway(e.chatd.HTTPSURL, logTo(&logs))
 	e.waitConnected() // the static key is unchanged: chat works
 	waitUntil(t, "the config error", func() bool { return e.gw.Health().ConfigError != "" })
@@ -173,7 +174,7 @@ func TestOperatorKeyTrustOnFirstUse(t *testing.T) {
 		t.Fatalf("the old account's store has operator key %x, %v", k, err)
 	}
 
-	var logs syncBuffer
+	var logs testutil.Buffer
 	e.openGateway(e.chatd.HTTPSURL, logTo(&logs))
 	e.waitConnected()
 	waitUntil(t, "the operator key pinned", func() bool { return e.operatorKey() != nil })

@@ -1,12 +1,12 @@
 package netlab
 
 import (
-	"bytes"
 	"context"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
 // Proc is a program running in a host. Its output is kept for failure messages.
@@ -15,33 +15,14 @@ type Proc struct {
 	Host *Host
 	Args []string
 	pid  int
-	out  *Buffer
+	out  *testutil.Buffer
 	done chan struct{}
-}
-
-// Buffer is a bytes.Buffer that is safe for concurrent use: for the output of programs and loggers
-// that tests read while they write.
-type Buffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *Buffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *Buffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start starts name in h; the test's cleanup stops it (SIGTERM, then SIGKILL).
 func (h *Host) Start(name string, args ...string) *Proc {
 	h.t.Helper()
-	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(Buffer), done: make(chan struct{})}
+	p := &Proc{t: h.t, Host: h, Args: append([]string{name}, args...), out: new(testutil.Buffer), done: make(chan struct{})}
 	cmd := h.Command(name, args...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// Killed with the test process, also when a timeout ends it without cleanups.

@@ -57,24 +57,6 @@ func (s *captureSender) code(t *testing.T, phone string) string {
 	return c
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type env struct {
 	t       *testing.T
 	srv     *httptest.Server
@@ -82,7 +64,7 @@ type env struct {
 	st      *store.Store
 	clk     *clock
 	sender  *captureSender
-	logs    *syncBuffer
+	logs    *testutil.Buffer
 	opPub   ed25519.PublicKey
 	opPriv  ed25519.PrivateKey
 	static  pki.StaticKey
@@ -110,7 +92,7 @@ func newEnv(t *testing.T, mod func(*Config)) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, st: st, clk: clk, sender: &captureSender{}, logs: &syncBuffer{}, opPub: opPub, opPriv: opPriv, static: static}
+	e := &env{t: t, st: st, clk: clk, sender: &captureSender{}, logs: &testutil.Buffer{}, opPub: opPub, opPriv: opPriv, static: static}
 	off := Limit{Every: -1}
 	cfg := Config{
 		Store:                 st,

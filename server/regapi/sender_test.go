@@ -13,11 +13,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/testutil"
 )
 
 func TestDevSender(t *testing.T) {
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &testutil.Buffer{}
 	s := DevSender{Dir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil))}
 	if err := s.SendCode(t.Context(), "15551234567", "123456", "sms"); err != nil {
 		t.Fatal(err)

@@ -246,14 +246,15 @@ type Client struct {
 	via443    []transport.Endpoint // endpoints on the 443 path, in order
 	dialer    *transport.Dialer
 
-	mu        sync.Mutex
-	lastGood  transport.Endpoint  // the endpoint of the last login (or Config.Preferred); guarded by mu
-	cur       *conn               // the logged-in connection, nil while disconnected; guarded by mu
-	reqs      map[string]*request // unacknowledged requests by key; guarded by mu
-	order     []*request          // reqs in submission order (may hold finished ones); guarded by mu
-	nextID    uint64              // request ids for read marks and lookups; guarded by mu
-	status    Status              // guarded by mu
-	connected chan struct{}       // closed while connected; replaced on disconnect; guarded by mu
+	mu         sync.Mutex
+	lastGood   transport.Endpoint  // the endpoint of the last login (or Config.Preferred); guarded by mu
+	checked443 time.Time           // when the 443 path was last checked from the direct path (probe.go); guarded by mu
+	cur        *conn               // the logged-in connection, nil while disconnected; guarded by mu
+	reqs       map[string]*request // unacknowledged requests by key; guarded by mu
+	order      []*request          // reqs in submission order (may hold finished ones); guarded by mu
+	nextID     uint64              // request ids for read marks and lookups; guarded by mu
+	status     Status              // guarded by mu
+	connected  chan struct{}       // closed while connected; replaced on disconnect; guarded by mu
 
 	handler AsyncHandler // Config.Handler, adapted when it is synchronous; static
 	dedup   *recent      // server ids the Handler stored; safe for concurrent use

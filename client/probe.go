@@ -44,9 +44,17 @@ func (c *Client) watchPaths(ctx context.Context, cn *conn, ep transport.Endpoint
 	if on443 && len(direct) == 0 {
 		return // 443-only, or nothing else configured: nothing to move to
 	}
-	wait := time.Duration(0) // the 443 check runs at once
-	if on443 {
-		wait = c.jitter(c.cfg.ReprobeInterval)
+	wait := c.jitter(c.cfg.ReprobeInterval)
+	if !on443 {
+		// The 443 check runs at the first connection, then once per interval, however often the
+		// connection is replaced in between.
+		c.mu.Lock()
+		if c.checked443.IsZero() {
+			wait = 0
+		} else {
+			wait = max(0, time.Until(c.checked443.Add(wait)))
+		}
+		c.mu.Unlock()
 	}
 	if !on443 && len(via443) == 0 {
 		return // no 443 path configured: nothing to check
@@ -76,6 +84,9 @@ func (c *Client) watchPaths(ctx context.Context, cn *conn, ep transport.Endpoint
 				c.log.Debug("direct path still fails", "endpoint", e.String(), "err", err)
 			}
 		} else {
+			c.mu.Lock()
+			c.checked443 = time.Now()
+			c.mu.Unlock()
 			var fails []string
 			for _, e := range via443 {
 				err := c.probe(ctx, e, false)

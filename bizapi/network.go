@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"github.com/chatd-dev/chatd/bizapi/store"
 	"github.com/chatd-dev/chatd/netcheck"
@@ -59,7 +60,7 @@ func NetcheckConfig(ctx context.Context, cfg Config) (netcheck.Config, error) {
 		return netcheck.Config{}, err
 	}
 	nc := netcheckConfig(cfg, roots)
-	db := cfg.DataDir + string(os.PathSeparator) + DBFile
+	db := filepath.Join(cfg.DataDir, DBFile)
 	if _, err := os.Stat(db); err == nil {
 		st, err := store.Open(db)
 		if err != nil {

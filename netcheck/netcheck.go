@@ -77,19 +77,18 @@ const (
 
 // Report is everything netcheck found.
 type Report struct {
-	Started  time.Time     `json:"started"`
-	Took     time.Duration `json:"took_ns"`
-	TookText string        `json:"took"`
-	Server   string        `json:"server_url"`
-	Proxy    ProxyInfo     `json:"proxy"`
-	HTTPS    HTTPSCheck    `json:"https"`
-	Key      KeyInfo       `json:"server_key"`
-	Hosts    []HostReport  `json:"hosts"`
-	Paths    []PathCheck   `json:"paths"`
-	IPList   *IPListCheck  `json:"iplist,omitempty"`
-	Ranges   []RangeCheck  `json:"ranges,omitempty"`
-	Idle     *IdleCheck    `json:"idle,omitempty"`
-	Verdict  Verdict       `json:"verdict"`
+	Started time.Time     `json:"started"`
+	Took    time.Duration `json:"took_ns"`
+	Server  string        `json:"server_url"`
+	Proxy   ProxyInfo     `json:"proxy"`
+	HTTPS   HTTPSCheck    `json:"https"`
+	Key     KeyInfo       `json:"server_key"`
+	Hosts   []HostReport  `json:"hosts"`
+	Paths   []PathCheck   `json:"paths"`
+	IPList  *IPListCheck  `json:"iplist,omitempty"`
+	Ranges  []RangeCheck  `json:"ranges,omitempty"`
+	Idle    *IdleCheck    `json:"idle,omitempty"`
+	Verdict Verdict       `json:"verdict"`
 }
 
 // ProxyInfo is the proxy in use (password hidden).

@@ -18,7 +18,7 @@ func PrintStep(w io.Writer, s Step) {
 
 // Render writes the report for people.
 func (r *Report) Render(w io.Writer) {
-	fmt.Fprintf(w, "chatd network check of %s (%s, took %s)\n", r.Server, r.Started.Format(time.RFC3339), r.TookText)
+	fmt.Fprintf(w, "chatd network check of %s (%s, took %s)\n", r.Server, r.Started.Format(time.RFC3339), r.Took.Round(time.Millisecond))
 	if r.Proxy.URL != "" {
 		fmt.Fprintf(w, "proxy: %s (from %s)\n", r.Proxy.URL, r.Proxy.Source)
 	}

@@ -92,7 +92,6 @@ func Run(ctx context.Context, cfg Config) *Report {
 	}
 	rep.Verdict = verdict(rep, cfg)
 	rep.Took = cfg.Now().Sub(rep.Started)
-	rep.TookText = rep.Took.Round(time.Millisecond).String()
 	return rep
 }
 

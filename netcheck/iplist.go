@@ -3,7 +3,6 @@ package netcheck
 import (
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/iplist"
+	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 	"github.com/chatd-dev/chatd/transport"
 )
@@ -42,9 +42,9 @@ func operatorKey(cfg Config, cc regtypes.ClientConfig) (ed25519.PublicKey, bool,
 	if cc.OperatorKey == "" {
 		return nil, false, errors.New("no operator key: this bizapi pinned none and the server publishes none")
 	}
-	k, err := base64.StdEncoding.DecodeString(cc.OperatorKey)
-	if err != nil || len(k) != ed25519.PublicKeySize {
-		return nil, false, fmt.Errorf("the operator_key published in /v1/config is not an Ed25519 key")
+	k, err := pki.ParseOperatorPublic(cc.OperatorKey)
+	if err != nil {
+		return nil, false, fmt.Errorf("the key published in /v1/config: %w", err)
 	}
 	return k, false, nil
 }

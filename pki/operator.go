@@ -4,8 +4,10 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"fmt"
+	"strings"
 )
 
 // LoadOrCreateOperatorKey loads the operator's Ed25519 signing key from path
@@ -64,4 +66,17 @@ func parsePKCS8(data []byte) (any, error) {
 		return nil, fmt.Errorf("%w: %v", ErrKeyMalformed, err)
 	}
 	return key, nil
+}
+
+// ParseOperatorPublic parses an operator public key as /v1/config publishes it (operator_key): an
+// Ed25519 public key in standard base64. It fails with an error wrapping [ErrKeyMalformed] otherwise.
+func ParseOperatorPublic(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("%w: operator_key is not standard base64: %v", ErrKeyMalformed, err)
+	}
+	if len(b) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("%w: operator_key has %d bytes, want an Ed25519 public key of %d", ErrKeyMalformed, len(b), ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(b), nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 
+	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 )
 
@@ -25,20 +26,13 @@ import (
 // then) has no pinned key: the first successful config fetch that names the pinned server static key
 // pins the published one, trust on first use, logged at INFO.
 
-// parseOperatorKey parses the operator_key of a published config: an Ed25519 public key in standard
-// base64. "" (the server has none) is nil and no error.
+// parseOperatorKey parses the operator_key of a published config (pki.ParseOperatorPublic). ""
+// (the server has none) is nil and no error.
 func parseOperatorKey(s string) (ed25519.PublicKey, error) {
 	if s == "" {
 		return nil, nil
 	}
-	b, err := base64.StdEncoding.DecodeString(s)
-	if err != nil {
-		return nil, fmt.Errorf("operator_key is not standard base64: %w", err)
-	}
-	if len(b) != ed25519.PublicKeySize {
-		return nil, fmt.Errorf("operator_key has %d bytes, want an Ed25519 public key of %d", len(b), ed25519.PublicKeySize)
-	}
-	return ed25519.PublicKey(b), nil
+	return pki.ParseOperatorPublic(s)
 }
 
 // formatKey is a key for logs: standard base64, as the server publishes it.

@@ -116,6 +116,12 @@
 //     enqueued first, so the sender always sees delivered before read. A
 //     later Ack of the message item then enqueues nothing more.
 //
+// SQLite itself writes these follow-on rows: triggers (migrations/0002)
+// enqueue the delivery item when a message is inserted and a receipt when
+// delivered_at or read_at becomes set, in the statement that sets it. A save
+// is one statement, an ack batch two and a MarkRead one, whatever the number
+// of items (lists of ids are bound as one JSON array).
+//
 // Methods that grow someone's queue return notify: the phones whose sessions
 // should be woken, without duplicates, in the order their items were
 // enqueued. SaveMessage does not: the caller knows m.To.

@@ -102,22 +102,26 @@ func (s *Store) saveOp(m Message, check RecipientCheck, res *saveResult) func(w 
 		content = []byte{} // the driver binds a nil slice as NULL
 	}
 	return func(w *writeStmts) error {
-		if check {
-			var one int
-			err := w.accountExists.QueryRowContext(bg, m.To).Scan(&one)
-			if errors.Is(err, sql.ErrNoRows) {
-				res.unknown = true
-				return nil
-			}
-			if err != nil {
-				return fmt.Errorf("store: save message: recipient: %w", err)
-			}
-		}
 		created := s.now().UnixNano()
+		insert := w.insertMessage
+		if check {
+			insert = w.insertMessageChecked
+		}
 		var id int64
-		err := w.insertMessage.QueryRowContext(bg,
+		err := insert.QueryRowContext(bg,
 			m.From, m.To, m.ClientID, int64(m.ContentVersion), content, created).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) { // conflict: a retry of a send we already have
+		if errors.Is(err, sql.ErrNoRows) { // an unregistered recipient, or a retry of a send we already have
+			if check {
+				var one int
+				err := w.accountExists.QueryRowContext(bg, m.To).Scan(&one)
+				if errors.Is(err, sql.ErrNoRows) {
+					res.unknown = true
+					return nil
+				}
+				if err != nil {
+					return fmt.Errorf("store: save message: recipient: %w", err)
+				}
+			}
 			saved, err := scanMessage(w.messageByClient.QueryRowContext(bg, m.From, m.ClientID))
 			if err != nil {
 				return err
@@ -127,9 +131,6 @@ func (s *Store) saveOp(m Message, check RecipientCheck, res *saveResult) func(w 
 		}
 		if err != nil {
 			return fmt.Errorf("store: save message: %w", err)
-		}
-		if _, err := w.enqueueMessage.ExecContext(bg, m.To, id); err != nil {
-			return fmt.Errorf("store: enqueue message: %w", err)
 		}
 		res.saved = Message{
 			ID:             id,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -344,6 +345,83 @@ func BenchmarkSaveMessageAsync(b *testing.B) {
 	for range cap(slots) {
 		slots <- struct{}{}
 	}
+	b.StopTimer()
+	st := s.WriterStats()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.ReportMetric(float64(st.Ops-base.Ops)/float64(max(1, st.Commits-base.Commits)), "ops/commit")
+}
+
+// BenchmarkMessageLifecycle is the store's share of one chat message end to end, as chatbench msgs
+// drives it through a server: P senders pipeline durable saves (recipient checked) to P recipients;
+// each recipient reads its queue and acknowledges it (marking the messages delivered and enqueueing
+// the delivered receipts); each sender reads and acknowledges its receipts. Reported per message.
+//
+//	go test -run='^$' -bench=MessageLifecycle -benchtime=20000x -count=3 ./server/store/
+func BenchmarkMessageLifecycle(b *testing.B) {
+	const pairs, window = 16, 128
+	s, _ := openTest(b)
+	s.Now = nil
+	ctx := context.Background()
+	for i := range 2 * pairs {
+		register(b, s, phone(i), append(make([]byte, 31), byte(i)+1))
+	}
+	base := s.WriterStats()
+	b.ResetTimer()
+	var wg sync.WaitGroup
+	for p := range pairs {
+		n := b.N / pairs
+		if p < b.N%pairs {
+			n++
+		}
+		sender, recipient := phone(2*p), phone(2*p+1)
+		wg.Go(func() {
+			sp, rp := s.NewPipeline(), s.NewPipeline()
+			for done := 0; done < n; {
+				k := min(window, n-done)
+				saved := make(chan error, k)
+				for i := range k {
+					err := sp.SaveMessageAsync(ctx, Message{From: sender, To: recipient,
+						ClientID: strconv.Itoa(done + i), ContentVersion: 1, Content: benchContent[:64]},
+						CheckRecipient, func(_ Message, _ bool, err error) { saved <- err })
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				for range k {
+					if err := <-saved; err != nil {
+						b.Error(err)
+						return
+					}
+				}
+				for _, who := range []struct {
+					phone string
+					pipe  *Pipeline
+				}{{recipient, rp}, {sender, sp}} {
+					for got := 0; got < k; {
+						items, err := s.Pending(ctx, who.phone, 0, window)
+						if err != nil || len(items) == 0 {
+							b.Errorf("Pending(%s) = %d items, %v", who.phone, len(items), err)
+							return
+						}
+						acked := make(chan error, 1)
+						if err := who.pipe.AckBatchAsync(ctx, who.phone, seqs(items),
+							func(_ []string, err error) { acked <- err }); err != nil {
+							b.Error(err)
+							return
+						}
+						if err := <-acked; err != nil {
+							b.Error(err)
+							return
+						}
+						got += len(items)
+					}
+				}
+				done += k
+			}
+		})
+	}
+	wg.Wait()
 	b.StopTimer()
 	st := s.WriterStats()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
@@ -175,41 +176,54 @@ func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []i
 	})
 }
 
-// ackOp is the write operation of AckBatch; it adds the senders to wake to n.
+// ackOp is the write operation of AckBatch; it adds the senders to wake to n. Two statements
+// for the whole batch: delete the items, then mark the messages among them delivered (where not
+// yet), which enqueues their delivered receipts (trigger messages_receipts, in id order).
 func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{} // empty if a batch is ever retried
-		now := s.now().UnixNano()
-		for _, seq := range seqs {
+		rows, err := w.ackDelete.QueryContext(bg, recipient, idList(seqs))
+		if err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+		var delivered []int64
+		for rows.Next() {
 			var (
 				kind ItemKind
 				mid  int64
 			)
-			err := w.ackDelete.QueryRowContext(bg, seq, recipient).Scan(&kind, &mid)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // already acked, never existed, or not recipient's
-			}
-			if err != nil {
+			if err := rows.Scan(&kind, &mid); err != nil {
+				rows.Close()
 				return fmt.Errorf("store: ack: %w", err)
 			}
-			if kind != ItemMessage {
-				continue
+			if kind == ItemMessage {
+				delivered = append(delivered, mid)
 			}
-			var sender string
-			err = w.ackDeliver.QueryRowContext(bg, now, mid).Scan(&sender)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // already delivered (e.g. read before the ack): receipt already sent
-			}
-			if err != nil {
-				return fmt.Errorf("store: ack: %w", err)
-			}
-			if _, err := w.enqueueReceipt.ExecContext(bg, sender, mid, ReceiptDelivered, now); err != nil {
-				return fmt.Errorf("store: enqueue receipt: %w", err)
-			}
-			n.add(sender)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("store: ack: %w", err)
+		}
+		if len(delivered) == 0 {
+			return nil // receipts only, or nothing that was still queued
+		}
+		if err := n.collect(w.ackDeliver.QueryContext(bg, s.now().UnixNano(), idList(delivered))); err != nil {
+			return fmt.Errorf("store: ack: %w", err)
 		}
 		return nil
 	}
+}
+
+// idList binds a list of ids as the JSON array the write statements read with json_each.
+func idList(ids []int64) string {
+	b := make([]byte, 0, 2+len(ids)*8)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, ']'))
 }
 
 // MarkRead marks messages addressed to reader as read (only those with ReadAt
@@ -258,35 +272,13 @@ func readIDs(ids []int64) []int64 {
 	return slices.Compact(ids)
 }
 
-// readOp is the write operation of MarkRead; it adds the senders to wake to n.
+// readOp is the write operation of MarkRead; it adds the senders to wake to n. One statement: the
+// trigger messages_receipts enqueues the receipts (delivered first where the ack had not come yet).
 func (s *Store) readOp(reader string, ids []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{}
-		now := s.now().UnixNano()
-		for _, id := range ids {
-			var (
-				sender    string
-				delivered sql.NullInt64
-			)
-			err := w.readSelect.QueryRowContext(bg, id, reader).Scan(&sender, &delivered)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue // not reader's, unknown, or already read
-			}
-			if err != nil {
-				return fmt.Errorf("store: mark read: %w", err)
-			}
-			if _, err := w.readUpdate.ExecContext(bg, now, now, id); err != nil {
-				return fmt.Errorf("store: mark read: %w", err)
-			}
-			if !delivered.Valid {
-				if _, err := w.enqueueReceipt.ExecContext(bg, sender, id, ReceiptDelivered, now); err != nil {
-					return fmt.Errorf("store: enqueue receipt: %w", err)
-				}
-			}
-			if _, err := w.enqueueReceipt.ExecContext(bg, sender, id, ReceiptRead, now); err != nil {
-				return fmt.Errorf("store: enqueue receipt: %w", err)
-			}
-			n.add(sender)
+		if err := n.collect(w.markRead.QueryContext(bg, s.now().UnixNano(), idList(ids), reader)); err != nil {
+			return fmt.Errorf("store: mark read: %w", err)
 		}
 		return nil
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -185,16 +186,26 @@ func validPhone(p string) bool {
 // first enqueue.
 type notifier struct {
 	list []string
-	seen map[string]struct{}
 }
 
 func (n *notifier) add(p string) {
-	if _, ok := n.seen[p]; ok {
-		return
+	if !slices.Contains(n.list, p) { // a batch wakes few distinct phones
+		n.list = append(n.list, p)
 	}
-	if n.seen == nil {
-		n.seen = make(map[string]struct{})
+}
+
+// collect adds the phones in the first column of rows (a statement's RETURNING) and closes rows.
+func (n *notifier) collect(rows *sql.Rows, err error) error {
+	if err != nil {
+		return err
 	}
-	n.seen[p] = struct{}{}
-	n.list = append(n.list, p)
+	for rows.Next() {
+		var p string
+		if err := rows.Scan(&p); err != nil {
+			rows.Close()
+			return err
+		}
+		n.add(p)
+	}
+	return errors.Join(rows.Err(), rows.Close())
 }

@@ -15,15 +15,15 @@ type writeStmts struct {
 	conn *sql.Conn // the writer connection itself, for tests and maintenance (Do)
 
 	// messages and the queue
-	insertMessage   *sql.Stmt
-	messageByClient *sql.Stmt
-	enqueueMessage  *sql.Stmt
-	enqueueReceipt  *sql.Stmt
-	accountExists   *sql.Stmt
-	ackDelete       *sql.Stmt
-	ackDeliver      *sql.Stmt
-	readSelect      *sql.Stmt
-	readUpdate      *sql.Stmt
+	// The queue items and receipts that follow from these are written by triggers
+	// (migrations/0002_triggers.sql). Lists of ids are bound as one JSON array.
+	insertMessage        *sql.Stmt
+	insertMessageChecked *sql.Stmt // only if the recipient is registered
+	messageByClient      *sql.Stmt
+	accountExists        *sql.Stmt
+	ackDelete            *sql.Stmt
+	ackDeliver           *sql.Stmt
+	markRead             *sql.Stmt
 
 	// accounts and codes
 	deviceOwner      *sql.Stmt
@@ -44,18 +44,24 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		q  string
 	}{
 		{&w.insertMessage, `INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
-			VALUES (?, ?, ?, ?, ?, ?)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+			ON CONFLICT (sender, client_id) DO NOTHING
+			RETURNING id`},
+		{&w.insertMessageChecked, `INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
+			SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE phone = ?2)
 			ON CONFLICT (sender, client_id) DO NOTHING
 			RETURNING id`},
 		{&w.messageByClient, selectMessage + ` WHERE sender = ? AND client_id = ?`},
-		{&w.enqueueMessage, `INSERT INTO queue (recipient, kind, message_id) VALUES (?, 1, ?)`},
-		{&w.enqueueReceipt, `INSERT INTO queue (recipient, kind, message_id, receipt_type, receipt_at)
-			VALUES (?, 2, ?, ?, ?)`},
 		{&w.accountExists, `SELECT 1 FROM accounts WHERE phone = ?`},
-		{&w.ackDelete, `DELETE FROM queue WHERE seq = ? AND recipient = ? RETURNING kind, message_id`},
-		{&w.ackDeliver, `UPDATE messages SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL RETURNING sender`},
-		{&w.readSelect, `SELECT sender, delivered_at FROM messages WHERE id = ? AND recipient = ? AND read_at IS NULL`},
-		{&w.readUpdate, `UPDATE messages SET read_at = ?, delivered_at = coalesce(delivered_at, ?) WHERE id = ?`},
+		{&w.ackDelete, `DELETE FROM queue
+			WHERE recipient = ?1 AND seq IN (SELECT value FROM json_each(?2))
+			RETURNING kind, message_id`},
+		{&w.ackDeliver, `UPDATE messages SET delivered_at = ?1
+			WHERE id IN (SELECT value FROM json_each(?2)) AND delivered_at IS NULL
+			RETURNING sender`},
+		{&w.markRead, `UPDATE messages SET read_at = ?1, delivered_at = coalesce(delivered_at, ?1)
+			WHERE id IN (SELECT value FROM json_each(?2)) AND recipient = ?3 AND read_at IS NULL
+			RETURNING sender`},
 
 		{&w.deviceOwner, `SELECT phone FROM accounts WHERE device_pub = ?`},
 		{&w.upsertAccount, `INSERT INTO accounts (phone, business, display_name, device_pub, created_at)

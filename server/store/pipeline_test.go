@@ -352,13 +352,19 @@ func BenchmarkSaveMessageAsync(b *testing.B) {
 }
 
 // BenchmarkMessageLifecycle is the store's share of one chat message end to end, as chatbench msgs
-// drives it through a server: P senders pipeline durable saves (recipient checked) to P recipients;
-// each recipient reads its queue and acknowledges it (marking the messages delivered and enqueueing
-// the delivered receipts); each sender reads and acknowledges its receipts. Reported per message.
+// drives it through a server: 16 senders pipeline durable saves (recipient checked) to 16 recipients,
+// up to window at a time; each recipient reads its queue and acknowledges it (marking the messages
+// delivered and enqueueing the delivered receipts); each sender reads and acknowledges its receipts.
+// Reported per message. window1 is a light load (one item per save and ack), window128 a heavy one.
 //
 //	go test -run='^$' -bench=MessageLifecycle -benchtime=20000x -count=3 ./server/store/
 func BenchmarkMessageLifecycle(b *testing.B) {
-	const pairs, window = 16, 128
+	for _, window := range []int{1, 128} {
+		b.Run("window"+strconv.Itoa(window), func(b *testing.B) { benchLifecycle(b, 16, window) })
+	}
+}
+
+func benchLifecycle(b *testing.B, pairs, window int) {
 	s, _ := openTest(b)
 	s.Now = nil
 	ctx := context.Background()

@@ -2,17 +2,17 @@ package lab
 
 import (
 	"context"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/chatd-dev/chatd/client"
+	"github.com/chatd-dev/chatd/internal/labchatd"
 	"github.com/chatd-dev/chatd/internal/netlab"
 )
 
 // BenchmarkFallback measures how long a fresh client takes to connect (the race, the handshake and
 // the login: Status.DialTime) from the lab's client host, with 5222 open, REJECTed and DROPped at the
-// box, optionally with latency on the path. Reported as dial-ms (mean) and max-dial-ms.
+// box, optionally with latency on the path (labchatd.Connect, as chatbench recover measures it).
+// Reported as dial-ms (mean) and max-dial-ms.
 //
 //	go test -run '^$' -bench Fallback -benchtime 50x ./lab/
 func BenchmarkFallback(b *testing.B) {
@@ -30,33 +30,22 @@ func BenchmarkFallback(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			l := netlab.New(b)
 			s := startChatd(b, l)
-			dev := s.register(s.reg(l.Server, nil), "15550000091")
+			dev := s.Register(s.Reg(l.Server, nil), "15550000091")
 			l.SetRules(bc.rules...)
 			if bc.netem != nil {
 				l.Netem(bc.netem...)
 			}
+			cfg := s.ClientConfig(l.Client, dev)
+			cfg.ReprobeInterval = -1
 			var total, worst time.Duration
 			b.ResetTimer()
 			for range b.N {
-				c, err := client.New(client.Config{Endpoints: s.eps, RootCAs: s.pool, ServerKey: s.key, DeviceKey: dev,
-					Dial: l.Client.DialContext, ReprobeInterval: -1, Logger: slog.New(slog.DiscardHandler)})
+				st, err := labchatd.Connect(context.Background(), cfg, 10*time.Second)
 				if err != nil {
-					b.Fatal(err)
+					b.Fatalf("%v: %+v", err, st)
 				}
-				ctx, cancel := context.WithCancel(context.Background())
-				done := make(chan struct{})
-				go func() { c.Run(ctx); close(done) }()
-				wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
-				err = c.WaitConnected(wctx)
-				wcancel()
-				d := c.Status().DialTime
-				cancel()
-				<-done
-				if err != nil {
-					b.Fatalf("not connected: %+v", c.Status())
-				}
-				total += d
-				worst = max(worst, d)
+				total += st.DialTime
+				worst = max(worst, st.DialTime)
 			}
 			b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "dial-ms")
 			b.ReportMetric(float64(worst.Microseconds())/1000, "max-dial-ms")

@@ -12,19 +12,6 @@ import (
 	"github.com/chatd-dev/chatd/internal/netlab"
 )
 
-// blackholeCurrent drops both directions of a's connection to port at the box and returns the
-// reconnect count before it.
-func blackholeCurrent(t *testing.T, l *netlab.Lab, a *account, port int) int {
-	t.Helper()
-	ports := l.ClientPorts(port)
-	if len(ports) != 1 {
-		t.Fatalf("client connections to %d: %v, want one", port, ports)
-	}
-	before := a.Status().Reconnects
-	l.SetRules(netlab.Blackhole(ports[0])...)
-	return before
-}
-
 // blackholedPair starts a lab with a peer in the server host and an account in the client host,
 // checks they exchange messages, then blackholes the account's connection at the box — with quiet,
 // only after the connection carried nothing for 2 s (the receipts of the exchange have settled), so
@@ -38,15 +25,11 @@ func blackholedPair(t *testing.T, peerPhone, phone string, quiet bool) (a, peer 
 	a.waitConnected(t, 10*time.Second)
 	exchange(t, a, peer, "before")
 	if quiet {
-		deadline := time.Now().Add(30 * time.Second)
-		for q, ok := l.ClientQuiet(5222); !ok || q < 2*time.Second; q, ok = l.ClientQuiet(5222) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the connection never went quiet for 2 s (quiet %v, found %v)", q, ok)
-			}
-			time.Sleep(100 * time.Millisecond) // polling the kernel's view of the connection
-		}
+		l.WaitClientQuiet(5222, 2*time.Second, 30*time.Second)
 	}
-	return a, peer, blackholeCurrent(t, l, a, 5222)
+	before = a.Status().Reconnects
+	l.BlackholeClient(5222)
+	return a, peer, before
 }
 
 // waitReconnected waits until a is connected again after more than before reconnects.

@@ -119,7 +119,7 @@ func TestSquidProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	pf := transport.ProxyURL(proxy)
-	dev := s.register(s.reg(l.Client, pf), "15550000022") // HTTPS registration through squid
+	dev := s.Register(s.Reg(l.Client, pf), "15550000022") // HTTPS registration through squid
 	a := s.runAccount(l.Client, "15550000022", dev, func(c *client.Config) { c.Proxy = pf })
 	st := a.waitConnected(t, 15*time.Second)
 	if !on443(st) || st.Proxy == "" {

@@ -35,15 +35,15 @@ type bizapi struct {
 
 func startBizapi(t *testing.T, l *netlab.Lab, s *server, extra ...string) *bizapi {
 	t.Helper()
-	ca := filepath.Join(s.data, "tls", "ca.pem")
-	args := append([]string{"serve", "--data", t.TempDir(), "--listen", bizAPI, "--server", s.cc.HTTPSURL,
+	ca := filepath.Join(s.Data, "tls", "ca.pem")
+	args := append([]string{"serve", "--data", t.TempDir(), "--listen", bizAPI, "--server", s.Config.HTTPSURL,
 		"--server-ca", ca, "--webhook-url", "http://" + hookAddr + "/hook", "--log-level", "debug"}, extra...)
 	b := &bizapi{t: t, rest: testutil.REST{Base: "http://" + bizAPI,
 		HTTP: &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: l.Client.DialContext, MaxIdleConnsPerHost: 64}}}}
 	b.p = l.Client.Start(bizapiBin, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("bizapi log:\n%s", tail(b.p.Output(), 80))
+			t.Logf("bizapi log:\n%s", netlab.Tail(b.p.Output(), 80))
 		}
 	})
 	l.Client.WaitListening(b.p, bizAPI, 20*time.Second)
@@ -71,7 +71,7 @@ func (b *bizapi) setup(s *server) {
 		t.Fatalf("login: %v", err)
 	}
 	b.rest.Token = login.Users[0].Token
-	key, _, err := pki.LoadOrCreateOperatorKey(filepath.Join(s.data, node.OperatorKeyFile))
+	key, _, err := pki.LoadOrCreateOperatorKey(filepath.Join(s.Data, node.OperatorKeyFile))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -82,7 +82,7 @@ func (b *bizapi) setup(s *server) {
 	if st, err := b.call("POST", "/v1/account", map[string]string{"cc": "1", "phone_number": bizPhone[2:], "method": "sms", "cert": cert}, nil); err != nil || st != 202 {
 		t.Fatalf("POST /v1/account: %d %v", st, err)
 	}
-	code, err := os.ReadFile(regapi.DevCodeFile(s.data, bizPhone[1:]))
+	code, err := os.ReadFile(regapi.DevCodeFile(s.Data, bizPhone[1:]))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +253,7 @@ func TestForcedDisconnects(t *testing.T) {
 		switch {
 		case i%20 == 0:
 			kind = "chatd restart"
-			s.restart()
+			s.Restart()
 		case i%20 == 10:
 			kind = "blackhole"
 			l.SetRules(netlab.Blackhole(currentPort(t, l, h))...)

@@ -2,28 +2,19 @@ package lab
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chatd-dev/chatd/client"
-	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/content"
+	"github.com/chatd-dev/chatd/internal/labchatd"
 	"github.com/chatd-dev/chatd/internal/netlab"
 	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/noisesock"
-	"github.com/chatd-dev/chatd/pki"
-	"github.com/chatd-dev/chatd/server/regapi/regtypes"
-	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
 )
 
@@ -34,10 +25,9 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
-	chatdBin, bizapiBin = filepath.Join(dir, "chatd"), filepath.Join(dir, "bizapi")
-	for bin, pkg := range map[string]string{chatdBin: "../cmd/chatd", bizapiBin: "../cmd/bizapi"} {
-		if out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+	for bin, name := range map[*string]string{&chatdBin: "chatd", &bizapiBin: "bizapi"} {
+		if *bin, err = labchatd.Build(dir, name); err != nil {
+			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
 	}
@@ -46,95 +36,16 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// server is chatd running in the lab's server host, published at netlab.ServerAddr: raw chatd on
-// 5222, TLS and WebSocket (and raw chatd) on 443.
+// server is chatd running in the lab's server host (labchatd: published at netlab.ServerAddr, raw
+// chatd on 5222, TLS and WebSocket (and raw chatd) on 443), with the test's accounts.
 type server struct {
-	t    testing.TB
-	l    *netlab.Lab
-	p    *netlab.Proc
-	args []string
-	data string
-	pool *x509.CertPool
-	key  [32]byte
-	cc   regtypes.ClientConfig
-	eps  []transport.Endpoint
+	*labchatd.Server
+	t testing.TB
 }
 
 func startChatd(t testing.TB, l *netlab.Lab, extra ...string) *server {
 	t.Helper()
-	s := &server{t: t, l: l, data: t.TempDir()}
-	s.args = append([]string{"serve", "--dev", "--data", s.data,
-		"--chat-listen", netlab.ServerAddr + ":5222", "--https-listen", netlab.ServerAddr + ":443",
-		"--admin-listen", "127.0.0.1:9480", "--public-host", netlab.ServerAddr, "--log-level", "debug"}, extra...)
-	s.start()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("chatd log:\n%s", tail(s.p.Output(), 60))
-		}
-	})
-	pem, err := os.ReadFile(filepath.Join(s.data, "tls", "ca.pem"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.pool = x509.NewCertPool()
-	s.pool.AppendCertsFromPEM(pem)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if s.cc, err = s.reg(l.Server, nil).Config(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if s.key, s.eps, err = regclient.ParseConfig(s.cc); err != nil {
-		t.Fatal(err)
-	}
-	return s
-}
-
-func (s *server) start() {
-	s.t.Helper()
-	s.p = s.l.Server.Start(chatdBin, s.args...)
-	s.l.Server.WaitListening(s.p, netlab.ServerAddr+":443", 20*time.Second)
-	s.l.Server.WaitListening(s.p, netlab.ServerAddr+":5222", 5*time.Second)
-}
-
-// restart kills chatd with SIGKILL and starts it again.
-func (s *server) restart() {
-	s.p.Kill()
-	s.start()
-}
-
-// reg is a registration client that dials from h, through proxy if set.
-func (s *server) reg(h *netlab.Host, proxy transport.ProxyFunc) *regclient.Client {
-	rc := regclient.NewWithProxy(s.cc.HTTPSURL, s.pool, proxy)
-	if rc.BaseURL == "" {
-		rc.BaseURL = "https://" + netlab.ServerAddr
-	}
-	rc.HTTPClient.Transport.(*http.Transport).DialContext = h.DialContext
-	return rc
-}
-
-// register registers phone through rc with a fresh device key, reading the code the dev sender wrote.
-func (s *server) register(rc *regclient.Client, phone string) noisesock.Keypair {
-	t := s.t
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cr, err := rc.RequestCode(ctx, regtypes.CodeRequest{Phone: phone, Method: "sms"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, err := os.ReadFile(filepath.Join(s.data, "codes", cr.Phone))
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := pki.GenerateStaticKey()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := rc.Verify(ctx, regtypes.VerifyRequest{Phone: phone, Code: strings.TrimSpace(string(code)),
-		DevicePublicKey: base64.StdEncoding.EncodeToString(dev.Public[:])}); err != nil {
-		t.Fatal(err)
-	}
-	return dev
+	return &server{labchatd.Start(t, l, chatdBin, extra...), t}
 }
 
 // account is a registered client running in a lab host.
@@ -150,7 +61,7 @@ type account struct {
 func (s *server) newAccount(h *netlab.Host, phone string, edit func(*client.Config)) *account {
 	t := s.t
 	t.Helper()
-	dev := s.register(s.reg(s.l.Server, nil), phone)
+	dev := s.Register(s.Reg(s.Lab.Server, nil), phone)
 	return s.runAccount(h, phone, dev, edit)
 }
 
@@ -158,16 +69,10 @@ func (s *server) runAccount(h *netlab.Host, phone string, dev noisesock.Keypair,
 	t := s.t
 	t.Helper()
 	a := &account{phone: phone, box: newInbox(), log: new(testutil.Buffer)}
-	cfg := client.Config{
-		Endpoints:     s.eps,
-		RootCAs:       s.pool,
-		ServerKey:     s.key,
-		DeviceKey:     dev,
-		Handler:       a.box,
-		Dial:          h.DialContext,
-		ClientVersion: "lab/1",
-		Logger:        slog.New(slog.NewTextHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
+	cfg := s.ClientConfig(h, dev)
+	cfg.Handler = a.box
+	cfg.ClientVersion = "lab/1"
+	cfg.Logger = slog.New(slog.NewTextHandler(a.log, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -183,7 +88,7 @@ func (s *server) runAccount(h *netlab.Host, phone string, dev noisesock.Keypair,
 		cancel()
 		<-done
 		if t.Failed() {
-			t.Logf("client %s log:\n%s", phone, tail(a.log.String(), 60))
+			t.Logf("client %s log:\n%s", phone, netlab.Tail(a.log.String(), 60))
 		}
 	})
 	return a
@@ -277,11 +182,3 @@ func (b *inbox) waitCount(t *testing.T, n int, timeout time.Duration) {
 }
 
 func text(s string) *chatdpb.Content { return content.Text(s) }
-
-func tail(s string, lines int) string {
-	l := strings.Split(s, "\n")
-	if len(l) > lines {
-		l = l[len(l)-lines:]
-	}
-	return strings.Join(l, "\n")
-}

@@ -19,7 +19,7 @@ import (
 // server key pinned).
 func netcheckFrom(t *testing.T, l *netlab.Lab, s *server, edit func(*netcheck.Config)) *netcheck.Report {
 	t.Helper()
-	cfg := netcheck.Config{ServerURL: s.cc.HTTPSURL, RootCAs: s.pool, ServerKey: s.key, Dial: l.Client.DialContext, Timeout: 2 * time.Second, AllRanges: true}
+	cfg := netcheck.Config{ServerURL: s.Config.HTTPSURL, RootCAs: s.Pool, ServerKey: s.Key, Dial: l.Client.DialContext, Timeout: 2 * time.Second, AllRanges: true}
 	if edit != nil {
 		edit(&cfg)
 	}
@@ -219,8 +219,8 @@ func TestNetcheckRules(t *testing.T) {
 			c.Close()
 		}
 	}()
-	out, err := l.Client.Run(bizapiBin, "netcheck", "rules", "--server", s.cc.HTTPSURL,
-		"--server-ca", filepath.Join(s.data, "tls", "ca.pem"), "--data", t.TempDir(), "--format", "nftables", "--chain", "forward")
+	out, err := l.Client.Run(bizapiBin, "netcheck", "rules", "--server", s.Config.HTTPSURL,
+		"--server-ca", filepath.Join(s.Data, "tls", "ca.pem"), "--data", t.TempDir(), "--format", "nftables", "--chain", "forward")
 	if err != nil {
 		t.Fatal(err)
 	}

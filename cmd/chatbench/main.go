@@ -8,6 +8,7 @@
 //	chatbench mqtt    --spawn-mosquitto -p 16 ...      the same workload against Mosquitto (QoS 1)
 //	chatbench compare -p 16 --rate 0                   msgs against chatd and mqtt against Mosquitto, and the ratio
 //	chatbench api     --spawn                          bizapi: POST /v1/messages throughput, POST→delivered webhook latency
+//	chatbench recover                                  network lab: connected when 5222 is refused or dropped, blackhole detection
 //
 // Run "chatbench -h" or "chatbench SUBCOMMAND -h" for everything; docs/benchmarks.md has the figures.
 package main
@@ -41,6 +42,10 @@ Usage:
   chatbench api     --spawn [--messages N] [--rate R]
       chatd + bizapi in this process: POST /v1/messages throughput (closed loop), then POST→"delivered"
       webhook latency at a fixed rate (open loop)
+  chatbench recover [-n N] [--blackhole-n M] [--scenarios LIST]
+      in the network lab (root; network namespaces, nftables): time to connected when 5222 is open, refused
+      (REJECT) and dropped (DROP), and time to recover from a blackholed connection, idle and with a send
+      waiting for its acknowledgement; chatd runs in the server namespace
 
 Flags every subcommand takes:
   --json FILE         also write the report as JSON
@@ -49,7 +54,9 @@ Flags every subcommand takes:
 
 Targets (issue 6, 2-core machine, load generator included): ≥ 250,000 idle connections at ≤ 8 KiB server
 RSS each; ≥ 4,000 handshakes/s per server core; ≥ 100,000 acked durable msgs/s, p99 ≤ 5 ms at half that
-load, ≥ 2× Mosquitto; bizapi ≥ 10,000 POST/s, POST→delivered p99 ≤ 50 ms at 1,000/s.
+load, ≥ 2× Mosquitto; bizapi ≥ 10,000 POST/s, POST→delivered p99 ≤ 50 ms at 1,000/s. Recovery (DESIGN §6):
+connected ≤ 300 ms when 5222 is refused, ≤ 1 s when dropped; a blackholed connection replaced ≤ 35 s idle,
+a send on one acknowledged ≤ 10 s.
 
 Run "chatbench SUBCOMMAND -h" for the flags of each.
 `
@@ -62,6 +69,7 @@ var commands = map[string]command{
 	"mqtt":    cmdMQTT,
 	"compare": cmdCompare,
 	"api":     cmdAPI,
+	"recover": cmdRecover,
 	// serve-node is internal: the child process of "conns --spawn-process".
 	"serve-node": cmdServeNode,
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/chatd-dev/chatd/internal/netlab"
 )
 
 // Smoke tests: every subcommand runs for a second or two with tiny parameters, and reports. They
@@ -134,8 +136,36 @@ func TestCompare(t *testing.T) {
 	num(t, r, "ratio delivered/s chatd ÷ mosquitto")
 }
 
+// TestRecover needs the network lab (root, ip, nft, ss, sysctl): it skips without it, and fails under
+// CI (netlab.Require). Every scenario once; the blackhole ones with short client TCP settings, so that
+// they take seconds (about 12 s in all).
+func TestRecover(t *testing.T) {
+	netlab.Require(t, "ss", "sysctl")
+	r, _ := runBench(t, "recover", "-n", "1", "--blackhole-n", "1", "--quiet", "500ms", "--keepalive", "1s", "--user-timeout", "1s",
+		"--scenarios", "open,refused,dropped,dropped+loss,blackhole-idle,blackhole-send")
+	for _, sc := range []struct{ name, figure string }{
+		{"open", "dial"}, {"refused", "dial"}, {"dropped", "dial"}, {"dropped+loss", "dial"},
+		{"blackhole-idle", "to connected"}, {"blackhole-send", "to acked"},
+	} {
+		for _, stat := range []string{" mean", " p50", " max"} {
+			num(t, r, sc.name+": "+sc.figure+stat)
+		}
+		if path, _ := r.get(sc.name + ": path").(string); !strings.Contains(path, " ×1") {
+			t.Errorf("%s: path %q", sc.name, path)
+		}
+		if r.get(sc.name+": failed trials") != nil {
+			t.Errorf("%s: failed trials: %v", sc.name, r.Notes)
+		}
+	}
+	for _, sc := range []string{"refused", "dropped", "blackhole-idle", "blackhole-send"} {
+		if v, _ := r.get(sc + ": target").(string); !strings.HasPrefix(v, "≤ ") {
+			t.Errorf("%s: target %q", sc, v)
+		}
+	}
+}
+
 func TestHelp(t *testing.T) {
-	for _, cmd := range []string{"conns", "msgs", "mqtt", "compare", "api"} {
+	for _, cmd := range []string{"conns", "msgs", "mqtt", "compare", "api", "recover"} {
 		var out, errb bytes.Buffer
 		if code := run(context.Background(), []string{cmd, "-h"}, &out, &errb); code != 0 {
 			t.Errorf("%s -h: exit %d", cmd, code)

@@ -45,11 +45,11 @@ func (l *Lab) Squid() *Proc {
 	// t.TempDir (inside a 0700 folder) is not.
 	dir, err := os.MkdirTemp("", "netlab-squid")
 	if err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 	l.t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := os.Chmod(dir, 0o777); err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 	conf := fmt.Sprintf(`http_port %[2]s:%[3]d
 acl SSL_ports port 443
@@ -67,7 +67,7 @@ dns_nameservers 127.0.0.1
 `, dir, BoxInAddr, SquidPort)
 	path := filepath.Join(dir, "squid.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 	p := l.Box.Start("squid", "-N", "-f", path)
 	l.Client.WaitListening(p, fmt.Sprintf("%s:%d", BoxInAddr, SquidPort), 20*time.Second)
@@ -111,7 +111,7 @@ stream {%[2]s}
 `, dir, stream)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 	p := l.Box.Start("nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))
 	l.Box.WaitListening(p, fmt.Sprintf("127.0.0.1:%d", NginxPort), 10*time.Second)
@@ -124,7 +124,7 @@ table ip labnat {
 	}
 }
 `, BoxClientDev, NginxPort)); err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 	return p
 }

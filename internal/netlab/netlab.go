@@ -13,7 +13,11 @@
 //
 // It needs root, iproute2 and nftables (and nginx, squid, conntrack and tc for those faults).
 // Require skips a test without them, or fails it when the environment variable CI is set, so that a
-// CI run can never pass by skipping the lab. scripts/netlab.sh builds the same network by hand.
+// CI run can never pass by skipping the lab; Check tells a command the same. scripts/netlab.sh builds
+// the same network by hand.
+//
+// A lab belongs to a TB: a test's *testing.T or *testing.B, or, in a command (chatbench recover), the
+// one Run provides, which turns Fatalf into an error and runs the cleanups when the work is done.
 package netlab
 
 import (
@@ -26,7 +30,6 @@ import (
 	"runtime"
 	"strings"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -42,10 +45,10 @@ const (
 	BoxServerDev = "eth1" // the box's interface to the server
 )
 
-// Require skips t unless the lab can run here: root and the named programs (ip and nft always). When
-// the environment variable CI is set, a missing prerequisite fails the test instead.
-func Require(t testing.TB, programs ...string) {
-	t.Helper()
+// Check reports what the lab lacks here, as an error naming it: root, and the named programs (ip and
+// nft always); nil when nothing is missing. Require is its rule for tests; a command (chatbench
+// recover) calls it to fail with a clear message.
+func Check(programs ...string) error {
 	var missing []string
 	if os.Geteuid() != 0 {
 		missing = append(missing, "root")
@@ -56,31 +59,42 @@ func Require(t testing.TB, programs ...string) {
 		}
 	}
 	if len(missing) == 0 {
+		return nil
+	}
+	return fmt.Errorf("network lab needs %s", strings.Join(missing, ", "))
+}
+
+// Require skips t unless the lab can run here (Check). When the environment variable CI is set, a
+// missing prerequisite fails the test instead.
+func Require(t TB, programs ...string) {
+	t.Helper()
+	err := Check(programs...)
+	if err == nil {
 		return
 	}
-	msg := fmt.Sprintf("network lab needs %s (.ci/run installs them)", strings.Join(missing, ", "))
+	msg := err.Error() + " (.ci/run installs them)"
 	if os.Getenv("CI") != "" {
-		t.Fatal(msg + "; CI is set, so this is a failure, not a skip")
+		t.Fatalf("%s; CI is set, so this is a failure, not a skip", msg)
 	}
-	t.Skip(msg)
+	t.Skipf("%s", msg)
 }
 
 // Lab is one client–box–server network.
 type Lab struct {
-	t                   testing.TB
+	t                   TB
 	Client, Box, Server *Host
 }
 
 // Host is a network namespace of a lab.
 type Host struct {
-	t    testing.TB
+	t    TB
 	Name string // the namespace's name, for ip netns exec
 }
 
 var labs atomic.Int32
 
 // New builds a lab and removes it when the test ends. It calls Require first.
-func New(t testing.TB) *Lab {
+func New(t TB) *Lab {
 	t.Helper()
 	Require(t)
 	removeStale()
@@ -132,7 +146,7 @@ func removeStale() {
 	}
 }
 
-func run(t testing.TB, name string, args ...string) string {
+func run(t TB, name string, args ...string) string {
 	t.Helper()
 	out, err := exec.Command(name, args...).CombinedOutput()
 	if err != nil {
@@ -161,7 +175,7 @@ func (h *Host) MustRun(name string, args ...string) string {
 	h.t.Helper()
 	out, err := h.Run(name, args...)
 	if err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	return out
 }
@@ -244,7 +258,7 @@ func (l *Lab) SetRules(rules ...string) {
 	}
 	b.WriteString("\t}\n}\n")
 	if err := l.Box.NFT(b.String()); err != nil {
-		l.t.Fatal(err)
+		l.t.Fatalf("%v", err)
 	}
 }
 
@@ -279,11 +293,11 @@ func (l *Lab) Netem(args ...string) {
 	if strings.Contains(out, "qdisc kind is unknown") {
 		msg := "this kernel has no netem qdisc (sch_netem), so the lab cannot add latency"
 		if os.Getenv("CI") != "" {
-			l.t.Fatal(msg)
+			l.t.Fatalf("%s", msg)
 		}
-		l.t.Skip(msg)
+		l.t.Skipf("%s", msg)
 	}
-	l.t.Fatal(err)
+	l.t.Fatalf("%v", err)
 }
 
 // Loss is the rule that drops percent % of the packets the box forwards, in both directions, at
@@ -350,4 +364,32 @@ func (l *Lab) ClientQuiet(remotePort int) (time.Duration, bool) {
 		}
 	}
 	return time.Duration(min(snd, rcv)) * time.Millisecond, found
+}
+
+// WaitClientQuiet waits until the client host's established connection to remotePort has carried
+// nothing for quiet (ClientQuiet: no data in flight, nothing waiting for an acknowledgement), and
+// fails when timeout passes first.
+func (l *Lab) WaitClientQuiet(remotePort int, quiet, timeout time.Duration) {
+	l.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for q, ok := l.ClientQuiet(remotePort); !ok || q < quiet; q, ok = l.ClientQuiet(remotePort) {
+		if time.Now().After(deadline) {
+			l.t.Fatalf("the client's connection to port %d never went quiet for %v within %v (quiet %v, found %v)",
+				remotePort, quiet, timeout, q, ok)
+		}
+		time.Sleep(100 * time.Millisecond) // polling the kernel's view of the connection
+	}
+}
+
+// BlackholeClient blackholes the client host's established connection to remotePort at the box
+// (SetRules with Blackhole of its local port, replacing other rules) and returns that port. It fails
+// unless there is exactly one such connection.
+func (l *Lab) BlackholeClient(remotePort int) int {
+	l.t.Helper()
+	ports := l.ClientPorts(remotePort)
+	if len(ports) != 1 {
+		l.t.Fatalf("client connections to port %d: %v, want one", remotePort, ports)
+	}
+	l.SetRules(Blackhole(ports[0])...)
+	return ports[0]
 }

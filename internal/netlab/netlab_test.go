@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -177,5 +178,58 @@ func TestIdleTimeout(t *testing.T) {
 	case line := <-got:
 		t.Fatalf("the server got %q after the box forgot the connection", line)
 	case <-time.After(2 * time.Second): // the write is retransmitted and dropped meanwhile
+	}
+}
+
+// TestRun: Run's TB turns Fatalf into an error, runs the cleanups last first (after a Fatalf too,
+// and those a cleanup adds), and keeps going when a cleanup fails.
+func TestRun(t *testing.T) {
+	var order []string
+	var logged []string
+	logf := func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+	var dir string
+	err := Run(logf, func(tb TB) error {
+		dir = tb.TempDir()
+		tb.Cleanup(func() { order = append(order, "first") })
+		tb.Cleanup(func() {
+			order = append(order, "second")
+			tb.Cleanup(func() { order = append(order, "added by second") })
+		})
+		tb.Cleanup(func() {
+			order = append(order, "failing")
+			tb.Fatalf("cleanup failed")
+		})
+		tb.Cleanup(func() { order = append(order, fmt.Sprint("failed=", tb.Failed())) })
+		tb.Fatalf("boom %d", 1)
+		order = append(order, "after Fatalf")
+		return nil
+	})
+	if err == nil || err.Error() != "boom 1" {
+		t.Fatalf("err %v, want boom 1", err)
+	}
+	want := "failed=true failing second added by second first"
+	if got := strings.Join(order, " "); got != want {
+		t.Fatalf("order %q, want %q", got, want)
+	}
+	if len(logged) != 1 || !strings.Contains(logged[0], "cleanup failed") {
+		t.Fatalf("logged %q", logged)
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Fatalf("TempDir %s not removed: %v", dir, err)
+	}
+
+	if err := Run(nil, func(TB) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := Run(nil, func(TB) error { return errors.ErrUnsupported }); err != errors.ErrUnsupported {
+		t.Fatalf("err %v, want f's error", err)
+	}
+	var failed bool
+	Run(nil, func(tb TB) error {
+		tb.Cleanup(func() { failed = tb.Failed() })
+		return errors.ErrUnsupported
+	})
+	if !failed {
+		t.Fatal("Failed is false in a cleanup after f returned an error")
 	}
 }

@@ -2,8 +2,8 @@ package netlab
 
 import (
 	"context"
+	"strings"
 	"syscall"
-	"testing"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/testutil"
@@ -11,7 +11,7 @@ import (
 
 // Proc is a program running in a host. Its output is kept for failure messages.
 type Proc struct {
-	t    testing.TB
+	t    TB
 	Host *Host
 	Args []string
 	pid  int
@@ -28,7 +28,7 @@ func (h *Host) Start(name string, args ...string) *Proc {
 	// Killed with the test process, also when a timeout ends it without cleanups.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		h.t.Fatal(err)
+		h.t.Fatalf("%v", err)
 	}
 	p.pid = cmd.Process.Pid
 	go func() { cmd.Wait(); close(p.done) }()
@@ -87,4 +87,13 @@ func (h *Host) WaitListening(p *Proc, addr string, timeout time.Duration) {
 		}
 		time.Sleep(20 * time.Millisecond) // polling a starting process
 	}
+}
+
+// Tail returns the last lines of s (a Proc's Output, a log) for failure messages.
+func Tail(s string, lines int) string {
+	l := strings.Split(s, "\n")
+	if len(l) > lines {
+		l = l[len(l)-lines:]
+	}
+	return strings.Join(l, "\n")
 }

@@ -136,7 +136,8 @@ func Open(path string, opts ...Option) (*SQLite, error) {
 		s.closeDBs()
 		return nil, err
 	}
-	s.gc, err = groupcommit.New(context.Background(), s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
+	s.gc, err = groupcommit.New(context.Background(), s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store",
+		CommitDelay: sqlitedb.CommitDelay})
 	if err != nil {
 		s.closeDBs()
 		return nil, err

@@ -104,7 +104,8 @@ func (s *Store) open(o options) error {
 	if err := s.ws.prepare(ctx, s.wc); err != nil {
 		return err
 	}
-	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
+	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store",
+		CommitDelay: sqlitedb.CommitDelay})
 	return err
 }
 

@@ -46,7 +46,8 @@ func (r *readStmts) prepare(ctx context.Context, s *SQLite) error {
 		{&r.readPending, `SELECT ` + inboundCols + ` FROM inbound
 			WHERE read_requested = 1 AND read_sent = 0 ORDER BY received_at, rowid LIMIT ?`},
 		{&r.dueCallbacks, `SELECT ` + callbackCols + ` FROM callbacks
-			WHERE next_at <= ? ORDER BY next_at, id LIMIT ?`},
+			WHERE next_at <= ?1 AND id NOT IN (SELECT value FROM json_each(?3))
+			ORDER BY next_at, id LIMIT ?2`},
 		{&r.nextCallbackAt, `SELECT min(next_at) FROM callbacks`},
 		{&r.stats, `SELECT
 			(SELECT count(*) FROM messages WHERE status = 'accepted'),

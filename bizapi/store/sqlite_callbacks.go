@@ -22,15 +22,17 @@ func (s *SQLite) EnqueueCallback(ctx context.Context, cb Callback) error {
 }
 
 // DueCallbacks returns queued callbacks with NextAt ≤ now (zero: the store's clock), by NextAt then
-// ID, at most limit (> 0, else ErrInvalidArgument).
-func (s *SQLite) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]Callback, error) {
+// ID, at most limit (> 0, else ErrInvalidArgument), without the IDs in except. The excepted rows cost
+// an index entry each, not a read of their payload.
+func (s *SQLite) DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]Callback, error) {
 	if err := checkLimit(limit); err != nil {
 		return nil, err
 	}
 	if err := s.readable(); err != nil {
 		return nil, err
 	}
-	rows, err := s.rs.dueCallbacks.QueryContext(ctx, s.orNow(now).UnixNano(), int64(limit))
+	rows, err := s.rs.dueCallbacks.QueryContext(ctx, s.orNow(now).UnixNano(), int64(limit),
+		sqlitedb.IDList(except))
 	if err != nil {
 		return nil, s.readErr("due callbacks", err)
 	}

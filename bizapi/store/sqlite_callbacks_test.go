@@ -13,7 +13,7 @@ func TestCallbackQueue(t *testing.T) {
 	if next, err := s.NextCallbackAt(bg0); err != nil || !next.IsZero() {
 		t.Fatalf("NextCallbackAt(empty) = %v, %v", next, err)
 	}
-	if due, err := s.DueCallbacks(bg0, farFuture, 10); err != nil || len(due) != 0 {
+	if due, err := s.DueCallbacks(bg0, farFuture, 10, nil); err != nil || len(due) != 0 {
 		t.Fatalf("DueCallbacks(empty) = %v, %v", due, err)
 	}
 	if err := s.EnqueueCallback(bg0, Callback{}); !errors.Is(err, ErrInvalidArgument) {
@@ -34,7 +34,7 @@ func TestCallbackQueue(t *testing.T) {
 	if got := callbacks(t, s); !slices.Equal(got, []string{"c", "b", "d", "a", "e"}) {
 		t.Fatalf("order %v", got)
 	}
-	due, err := s.DueCallbacks(bg0, t0.Add(time.Second), 10) // NextAt == now is due
+	due, err := s.DueCallbacks(bg0, t0.Add(time.Second), 10, nil) // NextAt == now is due
 	if err != nil || len(due) != 3 {
 		t.Fatalf("DueCallbacks = %v, %v", due, err)
 	}
@@ -46,14 +46,19 @@ func TestCallbackQueue(t *testing.T) {
 		!b.CreatedAt.Equal(t0.Add(-time.Hour)) || !b.NextAt.Equal(t0.Add(time.Second)) || b.ID >= d.ID {
 		t.Fatalf("b = %+v, d = %+v", b, d)
 	}
-	if due, _ := s.DueCallbacks(bg0, t0.Add(time.Second), 2); len(due) != 2 || due[1].ID != b.ID {
+	if due, _ := s.DueCallbacks(bg0, t0.Add(time.Second), 2, nil); len(due) != 2 || due[1].ID != b.ID {
 		t.Fatalf("limit 2: %+v", due)
 	}
-	if due, _ := s.DueCallbacks(bg0, t0.Add(-time.Nanosecond), 10); len(due) != 0 {
+	// The callbacks in flight are left out, and the limit counts the others.
+	if due, _ := s.DueCallbacks(bg0, t0.Add(time.Hour), 2, []int64{c0.ID, d.ID}); len(due) != 2 ||
+		due[0].ID != b.ID || string(due[1].Payload) != string(payload("a")) {
+		t.Fatalf("except c and d, limit 2: %+v", due)
+	}
+	if due, _ := s.DueCallbacks(bg0, t0.Add(-time.Nanosecond), 10, nil); len(due) != 0 {
 		t.Fatalf("nothing is due before now: %+v", due)
 	}
 	for _, limit := range []int{0, -3} {
-		if _, err := s.DueCallbacks(bg0, t0, limit); !errors.Is(err, ErrInvalidArgument) {
+		if _, err := s.DueCallbacks(bg0, t0, limit, nil); !errors.Is(err, ErrInvalidArgument) {
 			t.Errorf("limit %d: %v", limit, err)
 		}
 	}
@@ -77,7 +82,7 @@ func TestCallbackQueue(t *testing.T) {
 	if got := callbacks(t, s); !slices.Equal(got, []string{"d", "a", "e", "b"}) {
 		t.Fatalf("after retry: %v", got)
 	}
-	all, _ := s.DueCallbacks(bg0, farFuture, 10)
+	all, _ := s.DueCallbacks(bg0, farFuture, 10, nil)
 	rb := all[3]
 	if rb.ID != b.ID || rb.Attempts != 3 || rb.LastError != "connection refused" || !rb.NextAt.Equal(t0.Add(2*time.Hour)) ||
 		!rb.CreatedAt.Equal(b.CreatedAt) || string(rb.Payload) != string(b.Payload) {
@@ -94,7 +99,7 @@ func TestCallbackQueue(t *testing.T) {
 	if next, _ := s.NextCallbackAt(bg0); !next.Equal(t0.Add(3 * time.Second)) {
 		t.Fatalf("NextCallbackAt = %v", next)
 	}
-	if due, _ := s.DueCallbacks(bg0, time.Time{}, 10); len(due) != 2 { // zero now: the clock (a and d)
+	if due, _ := s.DueCallbacks(bg0, time.Time{}, 10, nil); len(due) != 2 { // zero now: the clock (a and d)
 		t.Fatalf("DueCallbacks(zero) = %+v", due)
 	}
 	// Ids are never reused, even for the largest one deleted.
@@ -103,7 +108,7 @@ func TestCallbackQueue(t *testing.T) {
 		s.DeleteCallback(bg0, cb.ID)
 	}
 	s.EnqueueCallback(bg0, Callback{Payload: payload("f")})
-	if due, _ := s.DueCallbacks(bg0, farFuture, 10); len(due) != 1 || due[0].ID <= max(last, b.ID) {
+	if due, _ := s.DueCallbacks(bg0, farFuture, 10, nil); len(due) != 1 || due[0].ID <= max(last, b.ID) {
 		t.Fatalf("after deleting all: %+v", due)
 	}
 	if st, _ := s.Stats(bg0); st.PendingCallbacks != 1 {

@@ -114,8 +114,9 @@ type Store interface {
 
 	// EnqueueCallback queues a callback on its own.
 	EnqueueCallback(ctx context.Context, cb Callback) error
-	// DueCallbacks returns queued callbacks with NextAt ≤ now, oldest first, at most limit.
-	DueCallbacks(ctx context.Context, now time.Time, limit int) ([]Callback, error)
+	// DueCallbacks returns queued callbacks with NextAt ≤ now, oldest first, at most limit, leaving
+	// out the IDs in except (the dispatcher's requests in flight: it need not read them again).
+	DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]Callback, error)
 	// NextCallbackAt returns the earliest NextAt of the queue (zero time and no error when empty).
 	NextCallbackAt(ctx context.Context) (time.Time, error)
 	// DeleteCallback removes a delivered callback.

@@ -103,7 +103,7 @@ func (s Settings) RetryDelay(attempts int) time.Duration {
 // true: callbacks survive restarts) and so does MemQueue (callback_persist false).
 type Queue interface {
 	EnqueueCallback(ctx context.Context, cb store.Callback) error
-	DueCallbacks(ctx context.Context, now time.Time, limit int) ([]store.Callback, error)
+	DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error)
 	NextCallbackAt(ctx context.Context) (time.Time, error)
 	DeleteCallback(ctx context.Context, id int64) error
 	RetryCallback(ctx context.Context, id int64, attempts int, next time.Time, lastErr string) error
@@ -155,6 +155,7 @@ type Dispatcher struct {
 	// round's DueCallbacks answer without being in inflight while its request is open or its result
 	// not yet recorded — it is never sent twice at once.
 	inflight map[int64]struct{}
+	except   []int64 // the IDs of inflight, for DueCallbacks (Run only; reused)
 
 	mu       sync.Mutex
 	finished []int64
@@ -316,9 +317,13 @@ func (d *Dispatcher) round(ctx context.Context, spins *int) (time.Duration, erro
 		return maxIdle, nil // a finishing request pokes
 	}
 	now := d.now()
-	// Ask for enough to fill the free slots even if every callback in flight is among the due
-	// ones (they are still queued until their result is recorded).
-	due, err := d.q.DueCallbacks(ctx, now, busy+free)
+	// The callbacks in flight are still queued until their result is recorded: leave them out
+	// (reading them again at every round made each round cost O(MaxConcurrent)).
+	d.except = d.except[:0]
+	for id := range d.inflight {
+		d.except = append(d.except, id)
+	}
+	due, err := d.q.DueCallbacks(ctx, now, free, d.except)
 	if err != nil {
 		return 0, err
 	}

@@ -727,10 +727,10 @@ func (f *flakyQueue) DeleteCallback(ctx context.Context, id int64) error {
 	return f.MemQueue.DeleteCallback(ctx, id)
 }
 
-func (f *flakyQueue) DueCallbacks(ctx context.Context, now time.Time, limit int) ([]store.Callback, error) {
+func (f *flakyQueue) DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error) {
 	if f.fail.Load() {
 		f.calls.Add(1)
 		return nil, errors.New("disk on fire")
 	}
-	return f.MemQueue.DueCallbacks(ctx, now, limit)
+	return f.MemQueue.DueCallbacks(ctx, now, limit, except)
 }

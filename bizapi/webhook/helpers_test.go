@@ -205,7 +205,7 @@ func enqueueAt(t *testing.T, q Queue, payload string, at time.Time) {
 // pending returns every queued callback, whatever its due time.
 func pending(t *testing.T, q Queue) []store.Callback {
 	t.Helper()
-	cbs, err := q.DueCallbacks(context.Background(), time.Now().Add(100*365*24*time.Hour), 1_000_000)
+	cbs, err := q.DueCallbacks(context.Background(), time.Now().Add(100*365*24*time.Hour), 1_000_000, nil)
 	if err != nil {
 		t.Fatalf("DueCallbacks: %v", err)
 	}

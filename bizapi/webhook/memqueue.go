@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"time"
 
@@ -65,8 +66,9 @@ func (q *MemQueue) EnqueueCallback(_ context.Context, cb store.Callback) error {
 	return nil
 }
 
-// DueCallbacks returns at most limit callbacks with NextAt ≤ now, due longest first.
-func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int) ([]store.Callback, error) {
+// DueCallbacks returns at most limit callbacks with NextAt ≤ now, due longest first, without the IDs
+// in except.
+func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var out []store.Callback
@@ -74,7 +76,9 @@ func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int) ([]
 	for len(out) < limit && len(q.h) > 0 && !q.h[0].cb.NextAt.After(now) {
 		e := heap.Pop(&q.h).(*memEntry)
 		popped = append(popped, e)
-		out = append(out, e.cb)
+		if !slices.Contains(except, e.cb.ID) {
+			out = append(out, e.cb)
+		}
 	}
 	for _, e := range popped {
 		heap.Push(&q.h, e)

@@ -23,7 +23,7 @@ func TestMemQueueFull(t *testing.T) {
 	if q.Len() != 3 {
 		t.Fatalf("Len %d", q.Len())
 	}
-	due, _ := q.DueCallbacks(ctx, time.Now(), 1)
+	due, _ := q.DueCallbacks(ctx, time.Now(), 1, nil)
 	if err := q.DeleteCallback(ctx, due[0].ID); err != nil {
 		t.Fatal(err)
 	}
@@ -89,23 +89,26 @@ func TestMemQueueOrderAndTimes(t *testing.T) {
 	if next, _ := q.NextCallbackAt(ctx); !next.Equal(t0) {
 		t.Errorf("NextCallbackAt %v, want %v", next, t0)
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(-time.Nanosecond), 10); len(got) != 0 {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(-time.Nanosecond), 10, nil); len(got) != 0 {
 		t.Errorf("due before anything: %v", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Second), 10); !eq(ids(got), []int64{2, 3, 4}) {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Second), 10, nil); !eq(ids(got), []int64{2, 3, 4}) {
 		t.Errorf("due at t0+1s: %v, want [2 3 4]", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2); !eq(ids(got), []int64{2, 3}) {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, nil); !eq(ids(got), []int64{2, 3}) {
 		t.Errorf("limit 2: %v, want [2 3]", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 0); len(got) != 0 {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, []int64{2, 4}); !eq(ids(got), []int64{3, 1}) {
+		t.Errorf("except 2 and 4, limit 2: %v, want [3 1]", ids(got))
+	}
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 0, nil); len(got) != 0 {
 		t.Errorf("limit 0: %v", ids(got))
 	}
 	// Retrying 2 moves it behind the others; its fields are kept.
 	if err := q.RetryCallback(ctx, 2, 1, t0.Add(10*time.Second), "HTTP 500"); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10)
+	got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10, nil)
 	if !eq(ids(got), []int64{3, 4, 1, 2}) {
 		t.Errorf("after retry: %v, want [3 4 1 2]", ids(got))
 	}
@@ -129,7 +132,7 @@ func TestMemQueueOrderAndTimes(t *testing.T) {
 	q2 := NewMemQueue(0)
 	before := time.Now()
 	_ = q2.EnqueueCallback(ctx, store.Callback{Payload: []byte("{}")})
-	got, _ = q2.DueCallbacks(ctx, time.Now(), 1)
+	got, _ = q2.DueCallbacks(ctx, time.Now(), 1, nil)
 	if len(got) != 1 || got[0].CreatedAt.Before(before) || !got[0].NextAt.Equal(got[0].CreatedAt) {
 		t.Errorf("zero times: %+v", got)
 	}

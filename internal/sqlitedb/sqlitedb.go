@@ -219,3 +219,17 @@ func IsUniqueViolation(err error) bool {
 	c := se.Code()
 	return c == sqlite3.SQLITE_CONSTRAINT_UNIQUE || c == sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY
 }
+
+// IDList binds a list of ids as one parameter: a JSON array, which a statement reads with
+// "IN (SELECT value FROM json_each(?))". nil binds "[]", the empty list.
+func IDList(ids []int64) string {
+	b := make([]byte, 0, 2+len(ids)*8)
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, id, 10)
+	}
+	return string(append(b, ']'))
+}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
@@ -182,7 +181,7 @@ func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []i
 func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{} // empty if a batch is ever retried
-		rows, err := w.ackDelete.QueryContext(bg, recipient, idList(seqs))
+		rows, err := w.ackDelete.QueryContext(bg, recipient, sqlitedb.IDList(seqs))
 		if err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
@@ -206,24 +205,11 @@ func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *write
 		if len(delivered) == 0 {
 			return nil // receipts only, or nothing that was still queued
 		}
-		if err := n.collect(w.ackDeliver.QueryContext(bg, s.now().UnixNano(), idList(delivered))); err != nil {
+		if err := n.collect(w.ackDeliver.QueryContext(bg, s.now().UnixNano(), sqlitedb.IDList(delivered))); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
 		return nil
 	}
-}
-
-// idList binds a list of ids as the JSON array the write statements read with json_each.
-func idList(ids []int64) string {
-	b := make([]byte, 0, 2+len(ids)*8)
-	b = append(b, '[')
-	for i, id := range ids {
-		if i > 0 {
-			b = append(b, ',')
-		}
-		b = strconv.AppendInt(b, id, 10)
-	}
-	return string(append(b, ']'))
 }
 
 // MarkRead marks messages addressed to reader as read (only those with ReadAt
@@ -277,7 +263,7 @@ func readIDs(ids []int64) []int64 {
 func (s *Store) readOp(reader string, ids []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{}
-		if err := n.collect(w.markRead.QueryContext(bg, s.now().UnixNano(), idList(ids), reader)); err != nil {
+		if err := n.collect(w.markRead.QueryContext(bg, s.now().UnixNano(), sqlitedb.IDList(ids), reader)); err != nil {
 			return fmt.Errorf("store: mark read: %w", err)
 		}
 		return nil

@@ -54,8 +54,7 @@ func rememberStatic(priv [32]byte) {
 }
 
 // newSuite returns chatd's cipher suite with a fresh dh25519, for one handshake, and a function that
-// drops the ephemeral key it keeps: call it when the handshake is over (the connection's cipher
-// states keep the suite for as long as the connection lives).
+// drops the ephemeral key it keeps: call it when the handshake is over.
 func newSuite() (noise.CipherSuite, func()) {
 	d := &dh25519{}
 	return noise.NewCipherSuite(d, noise.CipherAESGCM, noise.HashSHA256), func() { d.eph = nil }

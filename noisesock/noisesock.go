@@ -64,18 +64,37 @@ func (e *KeyMismatchError) Is(target error) bool { return target == ErrServerKey
 
 // Conn is an established encrypted chat stream. Reading and writing may happen concurrently (one reader
 // and one writer goroutine); each side is not safe for concurrent use on its own.
+//
+// An idle Conn holds little: each direction's cipher (its AES-GCM state) is built on first use and
+// dropped again by ReleaseRead and ReleaseWrite, and the read buffer goes with ReleaseRead. Close and
+// Wipe zero the transport keys.
 type Conn struct {
 	// Static after construction.
 	nc         net.Conn
 	peerStatic [32]byte
 
-	// Owned by the reader.
-	fr   *wire.Reader
-	recv *noise.CipherState
-	rbuf []byte
+	// Owned by the reader; recv is locked so that Wipe and Close may zero it from another goroutine.
+	fr   wire.Reader // frames are decrypted in place, in its buffer
+	recv cipherState
 
-	// Owned by the writer.
-	send *noise.CipherState
+	// Used by the writer; locked so that ReleaseWrite, Wipe and Close may come from another goroutine.
+	send cipherState
+}
+
+// newConn returns a Conn on nc whose frame reader accepts handshake frames; the handshake sets the
+// cipher states when it is done (established).
+func newConn(nc net.Conn) *Conn {
+	return &Conn{nc: nc, fr: *wire.NewReader(nc, wire.MaxHandshakeFrame)}
+}
+
+// established makes c a transport Conn with the handshake's result: the peer's static key and the
+// key and counter of each direction's CipherState. The handshake's buffer is dropped.
+func (c *Conn) established(peer []byte, send, recv *noise.CipherState) {
+	copy(c.peerStatic[:], peer)
+	c.send.fromNoise(send)
+	c.recv.fromNoise(recv)
+	c.fr.SetMax(wire.MaxFrame)
+	c.fr.Release()
 }
 
 // NetConn returns the underlying connection (for deadlines, addresses and Close).
@@ -85,24 +104,52 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 // the client.
 func (c *Conn) PeerStatic() [32]byte { return c.peerStatic }
 
-// Close closes the underlying connection.
-func (c *Conn) Close() error { return c.nc.Close() }
+// Close closes the underlying connection and wipes the transport keys (Wipe). It may be called while
+// another goroutine reads or writes: they fail.
+func (c *Conn) Close() error {
+	err := c.nc.Close()
+	c.Wipe()
+	return err
+}
+
+// Wipe zeroes the transport keys of both directions and drops their ciphers: from then on ReadFrame
+// and AppendFrame fail (net.ErrClosed). It does not close the underlying connection (Close does
+// both): call it when the connection was closed otherwise and the Conn is done with. It may be called
+// from any goroutine, also while another reads or writes.
+func (c *Conn) Wipe() {
+	c.recv.wipe()
+	c.send.wipe()
+}
+
+// ReleaseRead drops what the reading side holds between frames, the receive cipher and the read
+// buffer, for a connection about to idle; the next ReadFrame builds them again, which costs about a
+// microsecond. Call it from the reader (not during a ReadFrame); the slice the last ReadFrame returned
+// stays valid.
+func (c *Conn) ReleaseRead() {
+	c.fr.Release()
+	c.recv.release()
+}
+
+// ReleaseWrite drops the send cipher, for a connection about to idle; the next AppendFrame builds it
+// again, which costs about a microsecond. It may be called from any goroutine, also during an
+// AppendFrame.
+func (c *Conn) ReleaseWrite() { c.send.release() }
 
 // ReadFrame reads and decrypts one frame. The returned slice is valid until the next ReadFrame. Errors:
-// a *wire.FrameTooLargeError, ErrDecrypt, or the stream's read error (io.EOF between frames).
+// a *wire.FrameTooLargeError, ErrDecrypt, the stream's read error (io.EOF between frames), or
+// net.ErrClosed after Wipe.
 func (c *Conn) ReadFrame() ([]byte, error) {
-	if cap(c.rbuf) > 4096 {
-		c.rbuf = nil
-	}
 	ct, err := c.fr.ReadFrame()
 	if err != nil {
 		return nil, err
 	}
-	pt, err := c.recv.Decrypt(c.rbuf[:0], nil, ct)
+	pt, err := c.recv.open(ct)
 	if err != nil {
+		if err == net.ErrClosed {
+			return nil, err
+		}
 		return nil, ErrDecrypt
 	}
-	c.rbuf = pt
 	return pt, nil
 }
 
@@ -112,11 +159,14 @@ func (c *Conn) AppendFrame(dst, plaintext []byte) ([]byte, error) {
 	if len(plaintext) > wire.MaxEnvelope {
 		return dst, &wire.FrameTooLargeError{Size: len(plaintext), Max: wire.MaxEnvelope}
 	}
-	dst, err := wire.AppendHeader(dst, len(plaintext)+tagLen)
+	out, err := wire.AppendHeader(dst, len(plaintext)+tagLen)
 	if err != nil {
 		return dst, err
 	}
-	return c.send.Encrypt(dst, nil, plaintext)
+	if out, err = c.send.seal(out, plaintext); err != nil {
+		return dst, err
+	}
+	return out, nil
 }
 
 // AppendEnvelope encodes env, encrypts it and appends the frame to dst. scratch is a reusable buffer
@@ -182,8 +232,8 @@ func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello
 		return nil, nil, fmt.Errorf("noisesock: sending handshake: %w", err)
 	}
 
-	fr := wire.NewReader(nc, wire.MaxHandshakeFrame)
-	msg2, err := fr.ReadFrame()
+	c := newConn(nc)
+	msg2, err := c.fr.ReadFrame()
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: reading handshake message 2: %w", err)
 	}
@@ -212,8 +262,8 @@ func clientHandshake(nc net.Conn, cfg ClientConfig) (*Conn, *chatdpb.ServerHello
 	if err := wire.WriteFrame(nc, msg3); err != nil {
 		return nil, nil, fmt.Errorf("noisesock: sending handshake message 3: %w", err)
 	}
-	fr.SetMax(wire.MaxFrame)
-	return &Conn{nc: nc, peerStatic: got, fr: fr, send: send, recv: recv}, sh, nil
+	c.established(got[:], send, recv)
+	return c, sh, nil
 }
 
 // ServerConfig configures the server side of the handshake.
@@ -253,8 +303,8 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: %w", err)
 	}
-	fr := wire.NewReader(nc, wire.MaxHandshakeFrame)
-	msg1, err := fr.ReadFrame()
+	c := newConn(nc)
+	msg1, err := c.fr.ReadFrame()
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: reading handshake message 1: %w", err)
 	}
@@ -277,7 +327,7 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 	if err := wire.WriteFrame(nc, msg2); err != nil {
 		return nil, nil, fmt.Errorf("noisesock: sending handshake message 2: %w", err)
 	}
-	msg3, err := fr.ReadFrame()
+	msg3, err := c.fr.ReadFrame()
 	if err != nil {
 		return nil, nil, fmt.Errorf("noisesock: reading handshake message 3: %w", err)
 	}
@@ -289,10 +339,8 @@ func serverHandshake(nc net.Conn, cfg ServerConfig) (*Conn, *chatdpb.ClientHello
 	if err := proto.Unmarshal(payload, ch); err != nil {
 		return nil, nil, fmt.Errorf("%w: client hello: %v", ErrHandshake, err)
 	}
-	var peer [32]byte
-	copy(peer[:], hs.PeerStatic())
-	fr.SetMax(wire.MaxFrame)
-	return &Conn{nc: nc, peerStatic: peer, fr: fr, send: send, recv: recv}, ch, nil
+	c.established(hs.PeerStatic(), send, recv)
+	return c, ch, nil
 }
 
 // watch applies ctx's deadline to nc and unblocks nc's I/O when ctx is cancelled. The returned func

@@ -21,8 +21,9 @@ func (c *hookConn) Read(p []byte) (int, error) {
 }
 
 // wire.Reader releases a payload buffer over 4 KiB before it waits for the next frame, so an idle
-// connection that once got a large frame does not hold it. Conn.ReadFrame keeps its own plaintext
-// buffer (rbuf) and must do the same, or an idle connection holds up to 64 KiB of plaintext.
+// connection that once got a large frame does not hold it. Conn.ReadFrame decrypts in that buffer and
+// keeps no plaintext buffer of its own, so while it waits for the frame after a 64 KiB one the Conn
+// holds at most 4 KiB.
 func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -46,10 +47,10 @@ func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
 	defer snc.Close()
 
 	var srv *Conn
-	var caps []int // cap(srv.rbuf) at each Read of the underlying connection
+	var caps []int // the read buffer's capacity at each Read of the underlying connection
 	hooked := &hookConn{Conn: snc, hook: func() {
 		if srv != nil {
-			caps = append(caps, cap(srv.rbuf))
+			caps = append(caps, srv.fr.BufferCap())
 		}
 	}}
 	kc, _ := GenerateKeypair()
@@ -96,7 +97,7 @@ func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
 		t.Fatalf("small frame: %q, %v", p, err)
 	}
 	if len(caps) == 0 || caps[0] > 4096 {
-		t.Fatalf("while waiting for the frame after a %d-byte one, the Conn held a plaintext buffer of cap %v, want ≤ 4096",
+		t.Fatalf("while waiting for the frame after a %d-byte one, the Conn held a read buffer of cap %v, want ≤ 4096",
 			wire.MaxEnvelope, caps)
 	}
 }

@@ -132,6 +132,7 @@ type session struct {
 	closed   bool                // close was called; guarded by mu
 	fetch    bool                // the writer is to fetch pending deliveries; guarded by mu
 	wstate   writerState         // guarded by mu
+	idleNext bool                // the client is idle: the writer lets go of the send cipher when it next exits (idleLocked); guarded by mu
 	done     chan struct{}       // made when first waited on (doneLocked), closed by close; guarded by mu
 	outq     []*chatdpb.Envelope // unordered output for the writer, at most outqCap; guarded by mu
 	outRoom  chan struct{}       // made by the reader waiting for room in outq, closed by the writer; guarded by mu
@@ -301,6 +302,9 @@ func (s *session) finish() {
 	if st == writerNone {
 		s.nc.Close()
 	}
+	if s.conn != nil {
+		s.conn.Wipe() // nothing reads or writes any more: every writer is gone, and so is the reader
+	}
 	s.srv.forget(s)
 	if s.hold != nil {
 		s.srv.releaseHold(s.hold.addr)
@@ -408,6 +412,9 @@ func (s *session) handshake() error {
 	// queue: a message enqueued in between wakes it too (and finds the login result queued before).
 	s.mu.Lock()
 	s.outq = append(s.outq, &chatdpb.Envelope{Body: &chatdpb.Envelope_LoginResult{LoginResult: res}})
+	// Most clients say nothing for a while after login: the writer of the login result lets go of the
+	// send cipher when it is done (idleLocked).
+	s.idleNext = true
 	if !s.closed { // a close before this point closed the connection: no writer will ever run
 		s.wstate = writerIdle
 	}
@@ -461,6 +468,7 @@ func (s *session) probe(hello *chatdpb.ClientHello) error {
 	err := s.writeDirect(res)
 	if err == nil {
 		s.nc.SetDeadline(time.Time{}) // the handshake deadline; writes set their own
+		s.conn.ReleaseWrite()         // the probe is silent for up to MaxProbeHold; its last frames build it again
 	}
 	s.mu.Lock()
 	closed, s.wstate = s.closed, writerNone
@@ -565,7 +573,8 @@ func (s *session) readLoop() {
 func (s *session) readFrames() (restart bool) {
 	timeout := 2*s.pingInterval + s.srv.cfg.PongTimeout
 	for {
-		s.nc.SetReadDeadline(time.Now().Add(timeout))
+		since := time.Now()
+		s.nc.SetReadDeadline(since.Add(timeout))
 		b, err := s.conn.ReadFrame()
 		if err != nil {
 			if isTimeout(err) {
@@ -575,7 +584,7 @@ func (s *session) readFrames() (restart bool) {
 			}
 			return false
 		}
-		if restart, ok := s.handleFrame(b); !ok || restart {
+		if restart, ok := s.handleFrame(b, since); !ok || restart {
 			return restart
 		}
 	}
@@ -585,9 +594,9 @@ func (s *session) readFrames() (restart bool) {
 // last frame's body).
 var envelopes = sync.Pool{New: func() any { return new(chatdpb.Envelope) }}
 
-// handleFrame decodes and handles one frame (reader). It reports whether the session goes on (ok)
-// and whether the frame was a ping.
-func (s *session) handleFrame(b []byte) (ping, ok bool) {
+// handleFrame decodes and handles one frame (reader), which arrived after the reader waited for it
+// since then. It reports whether the session goes on (ok) and whether the frame was a ping.
+func (s *session) handleFrame(b []byte, since time.Time) (ping, ok bool) {
 	env := envelopes.Get().(*chatdpb.Envelope)
 	defer func() {
 		env.Reset() // the handlers keep what they need of the body, never the envelope
@@ -597,7 +606,7 @@ func (s *session) handleFrame(b []byte) (ping, ok bool) {
 		s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
 		return false, false
 	}
-	if err := s.handle(env); err != nil {
+	if err := s.handle(env, since); err != nil {
 		if !errors.Is(err, errSessionClosed) {
 			s.close(chatdpb.CloseReason_PROTOCOL_ERROR, err.Error(), 0)
 		}
@@ -622,7 +631,29 @@ func frameErrReason(err error) chatdpb.CloseReason {
 
 // reply queues env for the writer (reader). If no writer runs, the reader writes it itself
 // (writeInline). With outqCap replies queued it waits until the writer takes one or the session closes.
-func (s *session) reply(env *chatdpb.Envelope) error {
+func (s *session) reply(env *chatdpb.Envelope) error { return s.queueReply(env, false) }
+
+// pong answers a ping (reader) that came after the reader waited for it since then.
+//
+// A ping that came after half a ping interval or more without a frame is an idle client's keepalive
+// (the reference client pings only on a connection quiet for its interval), and such a client most
+// likely stays silent until the next one. The session then lets go of what an idle connection need
+// not hold: the receive cipher and the read buffer now, the send cipher (and the empty output
+// buffers) once the pong is written (idleNext). The next frame each way builds its cipher again, about
+// a microsecond. A ping that follows other traffic closely (a client measuring its round trip, a
+// benchmark) keeps everything.
+func (s *session) pong(id uint64, since time.Time) error {
+	env := &chatdpb.Envelope{Body: &chatdpb.Envelope_Pong{Pong: &chatdpb.Pong{Id: id}}}
+	idle := time.Since(since) >= s.pingInterval/2
+	if idle {
+		s.conn.ReleaseRead()
+	}
+	return s.queueReply(env, idle)
+}
+
+// queueReply is reply; idle (set with env queued, in the same critical section) has the writer that
+// writes env let go of the send cipher when it exits.
+func (s *session) queueReply(env *chatdpb.Envelope, idle bool) error {
 	for {
 		s.mu.Lock()
 		if s.closed {
@@ -631,6 +662,7 @@ func (s *session) reply(env *chatdpb.Envelope) error {
 		}
 		if len(s.outq) < outqCap {
 			s.outq = append(s.outq, env)
+			s.idleNext = s.idleNext || idle
 			start := s.claimWriterLocked()
 			s.mu.Unlock()
 			if start {
@@ -651,11 +683,12 @@ func (s *session) reply(env *chatdpb.Envelope) error {
 	}
 }
 
-func (s *session) handle(env *chatdpb.Envelope) error {
+// handle handles one envelope (reader); since is when the reader began to wait for it.
+func (s *session) handle(env *chatdpb.Envelope, since time.Time) error {
 	ctx := context.Background()
 	switch b := env.Body.(type) {
 	case *chatdpb.Envelope_Ping:
-		return s.reply(&chatdpb.Envelope{Body: &chatdpb.Envelope_Pong{Pong: &chatdpb.Pong{Id: b.Ping.GetId()}}})
+		return s.pong(b.Ping.GetId(), since)
 	case *chatdpb.Envelope_Pong:
 		return nil
 	case *chatdpb.Envelope_Send:
@@ -1124,10 +1157,21 @@ func (s *session) popOutLocked() *chatdpb.Envelope {
 	return env
 }
 
-// idleLocked marks the running writer gone (it exits) and drops reply buffers grown by a burst.
-// Called with s.mu held, by the writer, when nothing is queued.
+// idleLocked marks the running writer gone (it exits) and drops reply buffers grown by a burst. When
+// the client is idle (idleNext: after login, after a quiet ping) it lets go of the send cipher and of
+// the empty output buffers too. Called with s.mu held, by the writer (which owns the send cipher),
+// when nothing is queued.
 func (s *session) idleLocked() {
 	s.wstate = writerIdle
+	if s.idleNext {
+		s.idleNext = false
+		s.conn.ReleaseWrite()
+		s.outq, s.replies = nil, nil
+		if len(s.inflight) == 0 {
+			s.inflight = nil // a map keeps its buckets when emptied
+		}
+		return
+	}
 	if cap(s.replies) > idleKeep {
 		s.replies = nil
 	}

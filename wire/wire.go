@@ -83,12 +83,13 @@ func LooksLikePreamble(b []byte) bool {
 }
 
 // Reader reads frames from a stream. It checks each header against its limit before allocating.
-// A Reader is not safe for concurrent use; it is owned by the connection's read loop.
+// A Reader is not safe for concurrent use; it is owned by the connection's read loop. A struct may hold a
+// Reader by value, set to *NewReader(r, max) before its first use.
 type Reader struct {
 	r   io.Reader
-	max int
-	hdr [HeaderLen]byte
 	buf []byte
+	max int32 // ≤ MaxFrame; int32 packs the struct into 48 bytes (every connection has a Reader)
+	hdr [HeaderLen]byte
 }
 
 // keepBuf is the largest buffer a Reader keeps between frames; bigger ones are dropped after use so an
@@ -100,7 +101,7 @@ func NewReader(r io.Reader, max int) *Reader {
 	if max <= 0 || max > MaxFrame {
 		max = MaxFrame
 	}
-	return &Reader{r: r, max: max}
+	return &Reader{r: r, max: int32(max)}
 }
 
 // SetMax changes the frame limit (for example from MaxHandshakeFrame to MaxFrame once the handshake is
@@ -109,8 +110,16 @@ func (fr *Reader) SetMax(max int) {
 	if max <= 0 || max > MaxFrame {
 		max = MaxFrame
 	}
-	fr.max = max
+	fr.max = int32(max)
 }
+
+// Release drops the payload buffer, for a connection about to idle: the next ReadFrame allocates a new
+// one. The slice returned by the last ReadFrame stays valid (it is no longer reused).
+func (fr *Reader) Release() { fr.buf = nil }
+
+// BufferCap is the capacity of the payload buffer the Reader holds between frames (0 when it holds
+// none), for memory accounting and tests.
+func (fr *Reader) BufferCap() int { return cap(fr.buf) }
 
 // ReadFrame reads one frame and returns its payload. The slice is valid until the next call. A header
 // announcing more than the limit returns a *FrameTooLargeError without reading or allocating the payload.
@@ -123,8 +132,8 @@ func (fr *Reader) ReadFrame() ([]byte, error) {
 		return nil, err
 	}
 	n := int(fr.hdr[0])<<16 | int(fr.hdr[1])<<8 | int(fr.hdr[2])
-	if n > fr.max {
-		return nil, &FrameTooLargeError{Size: n, Max: fr.max}
+	if n > int(fr.max) {
+		return nil, &FrameTooLargeError{Size: n, Max: int(fr.max)}
 	}
 	if cap(fr.buf) < n {
 		fr.buf = make([]byte, n, max(n, 64))

@@ -19,9 +19,11 @@
 //     it, including earlier ones of its own batch.
 //   - A write that arrives alone is committed at once. Under load, batches grow by themselves while
 //     the previous COMMIT is being flushed. With Config.CommitDelay, a small batch taken right after
-//     a COMMIT (while writes keep streaming in) waits up to that long for company: at moderate loads
-//     a COMMIT's fixed cost (its WAL write and fsync, ~160 µs of CPU on a small VM) is then shared by
-//     more operations. An idle writer never waits.
+//     a COMMIT that served three operations or more (writes from several producers keep streaming
+//     in) waits up to that long for company: at moderate loads a COMMIT's fixed cost (its WAL write
+//     and fsync, ~160 µs of CPU on a small VM) is then shared by more operations. An idle writer
+//     never waits, and neither does a chain of dependent writes (a producer that waits for each
+//     write before the next: its transactions hold one or two operations).
 //
 // # Three ways to queue
 //
@@ -79,6 +81,11 @@ var ErrClosed = errors.New("groupcommit: writer closed")
 // the Seq failed.
 var ErrSeqBroken = errors.New("groupcommit: an earlier operation of the sequence failed")
 
+// delaySiblings is how many operations the previous transaction must have held for the next small
+// batch to wait for company (Config.CommitDelay): a chain of dependent writes (a send, its delivery's
+// ack, the receipt's ack) makes transactions of one or two operations, and must not wait.
+const delaySiblings = 3
+
 // DefaultMaxBatch is the default cap on the operations run in one transaction.
 const DefaultMaxBatch = 512
 
@@ -93,9 +100,11 @@ type Config struct {
 	// Name prefixes the errors of the transaction itself ("<Name>: commit: …"). Default "groupcommit".
 	Name string
 	// CommitDelay, when positive, is how long a batch of fewer than DelayBelow operations waits for
-	// more before it runs — only when its first operation arrived less than CommitDelay after the
-	// previous COMMIT ended (writes are streaming in; an operation that finds the writer idle runs at
-	// once). The wait ends early when the batch reaches DelayBelow. 0 (the default): never wait.
+	// more before it runs — only when the previous transaction held three operations or more and
+	// ended less than CommitDelay ago (several producers are streaming writes; an operation that
+	// finds the writer idle, or a chain of dependent writes, runs at once). The wait ends early when
+	// the batch reaches DelayBelow. Go's timers on Linux sleep at least ~1 ms when the process is
+	// otherwise idle, so a shorter delay waits about that long. 0 (the default): never wait.
 	CommitDelay time.Duration
 	// DelayBelow is the batch size that ends or skips the wait; 0 means 64.
 	DelayBelow int
@@ -112,6 +121,7 @@ type Writer[S any] struct {
 	delay      time.Duration // Config.CommitDelay
 	delayBelow int           // Config.DelayBelow
 	lastCommit time.Time     // when the last transaction ended (writer goroutine only)
+	lastOps    int           // the operations of the last transaction (writer goroutine only); see delaySiblings
 	testWaits  func()        // tests: called by the writer when it starts waiting for company
 
 	begin, commit, rollback, savepoint, release, rollbackTo *sql.Stmt
@@ -370,7 +380,7 @@ func (w *Writer[S]) run() {
 		}
 		batch = append(batch[:0], o)
 		var wait <-chan time.Time // nil: take only what is already waiting
-		if w.delay > 0 && time.Since(w.lastCommit) < w.delay {
+		if w.delay > 0 && w.lastOps >= delaySiblings && time.Since(w.lastCommit) < w.delay {
 			if timer == nil {
 				timer = time.NewTimer(w.delay)
 			} else {
@@ -553,7 +563,12 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 		errs[i] = err
 	}
 	err := run(w.commit)
-	w.lastCommit = time.Now()
+	w.lastCommit, w.lastOps = time.Now(), 0
+	for _, o := range ops {
+		if o.fn != nil { // barriers are no company
+			w.lastOps++
+		}
+	}
 	if err != nil {
 		w.abort()
 		answer(fmt.Errorf("%s: commit: %w", w.name, err))

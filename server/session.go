@@ -597,6 +597,12 @@ var envelopes = sync.Pool{New: func() any { return new(chatdpb.Envelope) }}
 // handleFrame decodes and handles one frame (reader), which arrived after the reader waited for it
 // since then. It reports whether the session goes on (ok) and whether the frame was a ping.
 func (s *session) handleFrame(b []byte, since time.Time) (ping, ok bool) {
+	if id, isPing := wire.ParsePing(b); isPing { // an idle client's keepalive: no protobuf
+		if err := s.pong(id, since); err != nil {
+			return false, false // closed meanwhile
+		}
+		return true, true
+	}
 	env := envelopes.Get().(*chatdpb.Envelope)
 	defer func() {
 		env.Reset() // the handlers keep what they need of the body, never the envelope
@@ -1137,8 +1143,14 @@ func (s *session) gather(wb *writeBuf) (next writerNext, err error) {
 	return writerWrite, err
 }
 
-// appendOne appends env to the batch (writer).
+// appendOne appends env to the batch (writer). A pong, most of what an idle session writes, is
+// encoded without protobuf (wire.AppendPong).
 func (s *session) appendOne(wb *writeBuf, env *chatdpb.Envelope) (err error) {
+	if p, ok := env.Body.(*chatdpb.Envelope_Pong); ok {
+		wb.scratch = wire.AppendPong(wb.scratch[:0], p.Pong.GetId())
+		wb.buf, err = s.conn.AppendFrame(wb.buf, wb.scratch)
+		return err
+	}
 	wb.buf, wb.scratch, err = s.conn.AppendEnvelope(wb.buf, wb.scratch, env)
 	return err
 }

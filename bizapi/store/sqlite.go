@@ -136,8 +136,7 @@ func Open(path string, opts ...Option) (*SQLite, error) {
 		s.closeDBs()
 		return nil, err
 	}
-	s.gc, err = groupcommit.New(context.Background(), s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store",
-		CommitDelay: sqlitedb.CommitDelay})
+	s.gc, err = groupcommit.New(context.Background(), s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
 	if err != nil {
 		s.closeDBs()
 		return nil, err

@@ -17,13 +17,8 @@
 //     nothing of the batch is stored.
 //   - Operations run in queue order, so an operation sees the effects of every operation queued before
 //     it, including earlier ones of its own batch.
-//   - A write that arrives alone is committed at once. Under load, batches grow by themselves while
-//     the previous COMMIT is being flushed. With Config.CommitDelay, a small batch taken right after
-//     a COMMIT that served three operations or more (writes from several producers keep streaming
-//     in) waits up to that long for company: at moderate loads a COMMIT's fixed cost (its WAL write
-//     and fsync, ~160 µs of CPU on a small VM) is then shared by more operations. An idle writer
-//     never waits, and neither does a chain of dependent writes (a producer that waits for each
-//     write before the next: its transactions hold one or two operations).
+//   - There is no timer: a write that arrives alone is committed at once. Under load, batches grow by
+//     themselves while the previous COMMIT is being flushed.
 //
 // # Three ways to queue
 //
@@ -71,7 +66,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 )
 
 // ErrClosed is returned by Exec, Submit and Do after Close.
@@ -80,11 +74,6 @@ var ErrClosed = errors.New("groupcommit: writer closed")
 // ErrSeqBroken is the error of an operation of a Seq that did not run because an earlier operation of
 // the Seq failed.
 var ErrSeqBroken = errors.New("groupcommit: an earlier operation of the sequence failed")
-
-// delaySiblings is how many operations the previous transaction must have held for the next small
-// batch to wait for company (Config.CommitDelay): a chain of dependent writes (a send, its delivery's
-// ack, the receipt's ack) makes transactions of one or two operations, and must not wait.
-const delaySiblings = 3
 
 // DefaultMaxBatch is the default cap on the operations run in one transaction.
 const DefaultMaxBatch = 512
@@ -99,15 +88,6 @@ type Config struct {
 	QueueLen int
 	// Name prefixes the errors of the transaction itself ("<Name>: commit: …"). Default "groupcommit".
 	Name string
-	// CommitDelay, when positive, is how long a batch of fewer than DelayBelow operations waits for
-	// more before it runs — only when the previous transaction held three operations or more and
-	// ended less than CommitDelay ago (several producers are streaming writes; an operation that
-	// finds the writer idle, or a chain of dependent writes, runs at once). The wait ends early when
-	// the batch reaches DelayBelow. Go's timers on Linux sleep at least ~1 ms when the process is
-	// otherwise idle, so a shorter delay waits about that long. 0 (the default): never wait.
-	CommitDelay time.Duration
-	// DelayBelow is the batch size that ends or skips the wait; 0 means 64.
-	DelayBelow int
 }
 
 // Writer runs write operations on one dedicated connection; see the package documentation. Its
@@ -117,12 +97,6 @@ type Writer[S any] struct {
 	stmts    S
 	name     string
 	maxBatch int
-
-	delay      time.Duration // Config.CommitDelay
-	delayBelow int           // Config.DelayBelow
-	lastCommit time.Time     // when the last transaction ended (writer goroutine only)
-	lastOps    int           // the operations of the last transaction (writer goroutine only); see delaySiblings
-	testWaits  func()        // tests: called by the writer when it starts waiting for company
 
 	begin, commit, rollback, savepoint, release, rollbackTo *sql.Stmt
 
@@ -179,18 +153,13 @@ func New[S any](ctx context.Context, conn *sql.Conn, stmts S, cfg Config) (*Writ
 	if cfg.Name == "" {
 		cfg.Name = "groupcommit"
 	}
-	if cfg.DelayBelow <= 0 {
-		cfg.DelayBelow = 64
-	}
 	w := &Writer[S]{
-		conn:       conn,
-		stmts:      stmts,
-		name:       cfg.Name,
-		maxBatch:   cfg.MaxBatch,
-		delay:      cfg.CommitDelay,
-		delayBelow: cfg.DelayBelow,
-		ops:        make(chan *op[S], cfg.QueueLen),
-		stopped:    make(chan struct{}),
+		conn:     conn,
+		stmts:    stmts,
+		name:     cfg.Name,
+		maxBatch: cfg.MaxBatch,
+		ops:      make(chan *op[S], cfg.QueueLen),
+		stopped:  make(chan struct{}),
 	}
 	for _, p := range []struct {
 		st **sql.Stmt
@@ -364,7 +333,6 @@ func (w *Writer[S]) run() {
 	taken := make([]*op[S], 0, w.maxBatch)
 	errs := make([]error, w.maxBatch)
 	var next *op[S] // a Do operation that ended the previous batch
-	var timer *time.Timer
 	for {
 		o := next
 		next = nil
@@ -379,20 +347,8 @@ func (w *Writer[S]) run() {
 			continue
 		}
 		batch = append(batch[:0], o)
-		var wait <-chan time.Time // nil: take only what is already waiting
-		if w.delay > 0 && w.lastOps >= delaySiblings && time.Since(w.lastCommit) < w.delay {
-			if timer == nil {
-				timer = time.NewTimer(w.delay)
-			} else {
-				timer.Reset(w.delay)
-			}
-			wait = timer.C
-		}
 	fill:
 		for len(batch) < w.maxBatch {
-			if wait != nil && len(batch) >= w.delayBelow {
-				wait = nil
-			}
 			select {
 			case o, ok := <-w.ops:
 				if !ok {
@@ -403,32 +359,9 @@ func (w *Writer[S]) run() {
 					break fill
 				}
 				batch = append(batch, o)
-				continue
 			default:
-			}
-			if wait == nil {
 				break fill
 			}
-			if w.testWaits != nil {
-				w.testWaits()
-			}
-			select {
-			case o, ok := <-w.ops:
-				if !ok {
-					break fill
-				}
-				if o.raw {
-					next = o
-					break fill
-				}
-				batch = append(batch, o)
-			case <-wait:
-				wait = nil
-				break fill
-			}
-		}
-		if timer != nil {
-			timer.Stop() // (Go ≥ 1.23 timers: no stale tick is delivered after Stop or Reset)
 		}
 		taken = taken[:0]
 		for _, o := range batch {
@@ -562,14 +495,7 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 		}
 		errs[i] = err
 	}
-	err := run(w.commit)
-	w.lastCommit, w.lastOps = time.Now(), 0
-	for _, o := range ops {
-		if o.fn != nil { // barriers are no company
-			w.lastOps++
-		}
-	}
-	if err != nil {
+	if err := run(w.commit); err != nil {
 		w.abort()
 		answer(fmt.Errorf("%s: commit: %w", w.name, err))
 		return

@@ -25,14 +25,6 @@ import (
 // process on the same file, or a checkpoint) before failing with SQLITE_BUSY.
 const BusyTimeout = 10 * time.Second
 
-// CommitDelay is the group-commit writer's wait for company (groupcommit.Config.CommitDelay) in both
-// stores: at moderate loads it shares a COMMIT's fixed cost — a WAL write and an fsync, ~160 µs of
-// CPU on a small VM — among more operations. chatbench msgs at 4,000 msgs/s: CPU 128–140 % → 95–121 %
-// of a core; at full load no change. The price is latency in a lone conversation, whose send, ack
-// and receipt share transactions: BenchmarkSendDeliver/sequential 0.57–0.63 → 1.4–1.5 ms, because
-// Go's timers sleep ~1 ms in a process that is otherwise idle (docs/benchmarks.md).
-const CommitDelay = 300 * time.Microsecond
-
 // ErrSchemaTooNew is returned (wrapped) by Migrate when the database was migrated by a newer binary.
 var ErrSchemaTooNew = errors.New("store: database schema is newer than this binary")
 

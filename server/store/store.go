@@ -104,8 +104,7 @@ func (s *Store) open(o options) error {
 	if err := s.ws.prepare(ctx, s.wc); err != nil {
 		return err
 	}
-	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store",
-		CommitDelay: sqlitedb.CommitDelay})
+	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
 	return err
 }
 

@@ -1,7 +1,6 @@
 package noisesock
 
 import (
-	"context"
 	"net"
 	"testing"
 	"time"
@@ -25,27 +24,7 @@ func (c *hookConn) Read(p []byte) (int, error) {
 // keeps no plaintext buffer of its own, so while it waits for the frame after a 64 KiB one the Conn
 // holds at most 4 KiB.
 func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	cnc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cnc.Close()
-	snc := <-accepted
-	if snc == nil {
-		t.Fatal("accept failed")
-	}
-	defer snc.Close()
-
+	cnc, snc := loopbackPair(t)
 	var srv *Conn
 	var caps []int // the read buffer's capacity at each Read of the underlying connection
 	hooked := &hookConn{Conn: snc, hook: func() {
@@ -53,32 +32,7 @@ func TestReadFrameDropsLargePlaintextBeforeWaiting(t *testing.T) {
 			caps = append(caps, srv.fr.BufferCap())
 		}
 	}}
-	kc, _ := GenerateKeypair()
-	ks, _ := GenerateKeypair()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	type res struct {
-		c   *Conn
-		err error
-	}
-	done := make(chan res, 1)
-	go func() {
-		if err := wire.ReadPreamble(hooked); err != nil {
-			done <- res{nil, err}
-			return
-		}
-		c, _, err := Server(ctx, hooked, ServerConfig{StaticKey: ks})
-		done <- res{c, err}
-	}()
-	cli, _, err := Client(ctx, cnc, ClientConfig{DeviceKey: kc, ServerKey: ks.Public})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := <-done
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	srv = r.c
+	cli, srv := connPair(t, cnc, hooked)
 	srv.NetConn().SetReadDeadline(time.Now().Add(20 * time.Second))
 
 	big, err := cli.AppendFrame(nil, make([]byte, wire.MaxEnvelope))

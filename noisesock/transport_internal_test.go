@@ -112,7 +112,7 @@ func TestCipherStateNonceLimit(t *testing.T) {
 // A Conn holds no cipher until it uses one and none after ReleaseRead and ReleaseWrite, nor a read
 // buffer after the handshake or ReleaseRead; frames keep flowing across releases, the counters go on.
 func TestConnReleases(t *testing.T) {
-	cnc, snc := pipePair(t)
+	cnc, snc := loopbackPair(t)
 	cli, srv := connPair(t, cnc, snc)
 	check := func(when string, c *Conn, recv, send bool, buf bool) {
 		t.Helper()
@@ -166,7 +166,7 @@ func TestConnReleases(t *testing.T) {
 // Close wipes both keys, also while the reader waits in ReadFrame and the writer seals; afterwards
 // AppendFrame fails with net.ErrClosed. Run it under -race.
 func TestCloseWipesKeys(t *testing.T) {
-	cnc, snc := pipePair(t)
+	cnc, snc := loopbackPair(t)
 	cli, srv := connPair(t, cnc, snc)
 	readErr := make(chan error, 1)
 	go func() {
@@ -209,8 +209,8 @@ func TestCloseWipesKeys(t *testing.T) {
 	}
 }
 
-// pipePair is a loopback TCP connection; both ends are closed at the end of the test.
-func pipePair(t *testing.T) (client, server net.Conn) {
+// loopbackPair is a loopback TCP connection; both ends are closed at the end of the test.
+func loopbackPair(t *testing.T) (client, server net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -46,29 +46,17 @@ func TestIdleSessionsHaveNoWriter(t *testing.T) {
 	const slack = 4
 	settles := func(when string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			extra := runtime.NumGoroutine() - base
-			if extra <= n+slack {
-				return
+		waitFor(t, func() error {
+			if extra := runtime.NumGoroutine() - base; extra > n+slack {
+				return fmt.Errorf("%s: %d goroutines for %d idle sessions, want at most %d (one each: no writer while idle)", when, extra, n, n+slack)
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d goroutines for %d idle sessions, want at most %d (one each: no writer while idle)", when, extra, n, n+slack)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 	settles("after login")
 
 	// A ping on every session starts a writer for its pong; the writers exit afterwards.
-	for i, rc := range conns {
-		rc.send(t, &chatdpb.Envelope{Body: &chatdpb.Envelope_Ping{Ping: &chatdpb.Ping{Id: uint64(i + 1)}}})
-	}
-	for i, rc := range conns {
-		if env := rc.next(t, 10*time.Second); env.GetPong().GetId() != uint64(i+1) {
-			t.Fatalf("session %d: got %v, want Pong{%d}", i, env, i+1)
-		}
-	}
+	pingAll(t, conns, 1)
 	settles("after a ping on every session")
 
 	// A message: a writer for the SendAck on the sender, one for the delivery on the recipient.
@@ -108,31 +96,19 @@ func TestIdleSessionsHoldNoCipher(t *testing.T) {
 	}
 	waitUntil(t, "every session registered", func() bool { return ts.srv.Sessions() == n })
 
+	// Polled: the writers of the last replies exit after the clients read them.
 	settles := func(when string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			ciphers, bufs, example := sessionHeld()
-			if ciphers == 0 && bufs == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d idle sessions hold %d live cipher objects and %d read buffers, want none; e.g. one allocated at\n%s",
+		waitFor(t, func() error {
+			if ciphers, bufs, example := sessionHeld(); ciphers != 0 || bufs != 0 {
+				return fmt.Errorf("%s: %d idle sessions hold %d live cipher objects and %d read buffers, want none; e.g. one allocated at\n%s",
 					when, n, ciphers, bufs, example)
 			}
-			time.Sleep(5 * time.Millisecond) // the writers of the last replies exit after the clients read them
-		}
+			return nil
+		})
 	}
 	settles("after login")
-
-	for i, rc := range conns {
-		rc.send(t, &chatdpb.Envelope{Body: &chatdpb.Envelope_Ping{Ping: &chatdpb.Ping{Id: uint64(i + 1)}}})
-	}
-	for i, rc := range conns {
-		if env := rc.next(t, 10*time.Second); env.GetPong().GetId() != uint64(i+1) {
-			t.Fatalf("session %d: got %v, want Pong{%d}", i, env, i+1)
-		}
-	}
+	pingAll(t, conns, 1)
 	settles("after an idle client's ping")
 }
 

@@ -327,10 +327,25 @@ func TestUnknownDeviceAndWrongServerKey(t *testing.T) {
 // waitUntil polls cond (for state that offers nothing to wait on) until it holds or 10 s pass.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitFor(t, func() error {
+		if cond() {
+			return nil
+		}
+		return fmt.Errorf("timed out waiting for %s", what)
+	})
+}
+
+// waitFor polls check for 10 s until it returns nil, and fails the test with its last error.
+func waitFor(t *testing.T, check func() error) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
+	for {
+		err := check()
+		if err == nil {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatal(err)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}

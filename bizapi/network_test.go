@@ -11,6 +11,7 @@ import (
 
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/regapi"
 )
 
@@ -18,16 +19,7 @@ import (
 // the database: nothing before the first start, both next to a running bizapi and after it stopped.
 func TestNetcheckConfigPinnedKeys(t *testing.T) {
 	chatdData := t.TempDir()
-	n, err := node.Start(node.Config{DataDir: chatdData, Dev: true, ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
-		AdminListen: "off", Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
+	n := nodetest.Start(t, node.Config{DataDir: chatdData, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	cfg := Config{DataDir: filepath.Join(t.TempDir(), "data"), ServerURL: n.HTTPSURL, ServerCAFile: n.CAFile,

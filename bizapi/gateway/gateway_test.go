@@ -18,6 +18,7 @@ import (
 	"github.com/chatd-dev/chatd/content"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/regapi"
 	serverstore "github.com/chatd-dev/chatd/server/store"
 	"github.com/chatd-dev/chatd/wire/chatdpb"
@@ -42,16 +43,7 @@ type env struct {
 func startChatd(t *testing.T) (*node.Node, string) {
 	t.Helper()
 	data := t.TempDir()
-	n, err := node.Start(node.Config{DataDir: data, Dev: true, ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	return n, data
+	return nodetest.Start(t, node.Config{DataDir: data}), data
 }
 
 func newEnv(t *testing.T) *env {

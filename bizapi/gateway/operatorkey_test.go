@@ -18,6 +18,7 @@ import (
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
 	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 )
 
 // operatorKey returns the operator key pinned in e's store.
@@ -45,16 +46,7 @@ func (e *env) restartChatd(newKeys ...string) {
 			t.Fatal(err)
 		}
 	}
-	n, err := node.Start(node.Config{DataDir: e.data, Dev: true, ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	e.chatd = n
+	e.chatd = nodetest.Start(t, node.Config{DataDir: e.data})
 }
 
 // forgetOperatorKey turns e's stopped store into the database of a bizapi from before operator keys

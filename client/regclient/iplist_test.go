@@ -3,7 +3,6 @@ package regclient_test
 import (
 	"archive/zip"
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
@@ -21,6 +20,7 @@ import (
 	"github.com/chatd-dev/chatd/client/regclient"
 	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 )
 
@@ -53,17 +53,8 @@ func TestIPList(t *testing.T) {
 }
 
 func TestIPListNotPublished(t *testing.T) {
-	n, err := node.Start(node.Config{DataDir: t.TempDir(), Dev: true, IPListVersion: "elsewhere", Logger: slog.New(slog.DiscardHandler),
-		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	_, err = devClient(t, n).IPList(t.Context(), n.OperatorKey)
+	n := nodetest.Start(t, node.Config{IPListVersion: "elsewhere", Logger: slog.New(slog.DiscardHandler)})
+	_, err := devClient(t, n).IPList(t.Context(), n.OperatorKey)
 	asAPIError(t, err, http.StatusNotFound, regtypes.CodeNoIPList)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/regapi"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 	"github.com/chatd-dev/chatd/transport"
@@ -29,25 +30,7 @@ import (
 func startNode(t *testing.T) (*node.Node, string) {
 	t.Helper()
 	dir := t.TempDir()
-	n, err := node.Start(node.Config{
-		DataDir:     dir,
-		Dev:         true,
-		ChatListen:  "127.0.0.1:0",
-		HTTPSListen: "127.0.0.1:0",
-		AdminListen: "off",
-		Logger:      slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("node shutdown: %v", err)
-		}
-	})
-	return n, dir
+	return nodetest.Start(t, node.Config{DataDir: dir, Logger: slog.New(slog.DiscardHandler)}), dir
 }
 
 func devClient(t *testing.T, n *node.Node) *regclient.Client {
@@ -213,12 +196,7 @@ func TestAPIErrors(t *testing.T) {
 
 func TestCodeExpired(t *testing.T) {
 	dir := t.TempDir()
-	n, err := node.Start(node.Config{DataDir: dir, Dev: true, ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0",
-		AdminListen: "off", CodeTTL: time.Nanosecond, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Shutdown(context.Background())
+	n := nodetest.Start(t, node.Config{DataDir: dir, CodeTTL: time.Nanosecond, Logger: slog.New(slog.DiscardHandler)})
 	rc := devClient(t, n)
 	if _, err := rc.RequestCode(t.Context(), regtypes.CodeRequest{Phone: "+15550000004"}); err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/tls"
 	"crypto/x509"
@@ -19,6 +18,7 @@ import (
 	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 )
 
 // ipListSetup makes a data folder with an operator key and a list file updated today.
@@ -86,16 +86,7 @@ func TestIPListCommandMatchesServer(t *testing.T) {
 	}
 	offline, _ := os.ReadFile(out)
 
-	n, err := node.Start(node.Config{DataDir: data, Dev: true, IPListFile: listFile, Logger: slog.New(slog.DiscardHandler),
-		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "off"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	}()
+	n := nodetest.Start(t, node.Config{DataDir: data, IPListFile: listFile, Logger: slog.New(slog.DiscardHandler)})
 	pem, _ := os.ReadFile(n.CAFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)

@@ -17,27 +17,14 @@ import (
 	"github.com/chatd-dev/chatd/client"
 	"github.com/chatd-dev/chatd/pki"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/store"
 	"github.com/chatd-dev/chatd/transport"
 )
 
 func startNode(t *testing.T) *node.Node {
 	t.Helper()
-	n, err := node.Start(node.Config{
-		DataDir: t.TempDir(), Dev: true,
-		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("shutdown: %v", err)
-		}
-	})
-	return n
+	return nodetest.Start(t, node.Config{AdminListen: "127.0.0.1:0"})
 }
 
 func caPool(t *testing.T, file string) *x509.CertPool {
@@ -176,18 +163,7 @@ func TestStartErrors(t *testing.T) {
 // TestWebSocketHandshakeTimeout: a WebSocket chat stream that never sends its preamble is closed at
 // the handshake deadline and counted as handshake_timeout, like one on TCP.
 func TestWebSocketHandshakeTimeout(t *testing.T) {
-	n, err := node.Start(node.Config{
-		DataDir: t.TempDir(), Dev: true, HandshakeTimeout: 200 * time.Millisecond,
-		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
+	n := nodetest.Start(t, node.Config{HandshakeTimeout: 200 * time.Millisecond, AdminListen: "127.0.0.1:0"})
 	_, port, _ := net.SplitHostPort(n.HTTPSAddr.String())
 	p, _ := strconv.Atoi(port)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

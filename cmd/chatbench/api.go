@@ -54,10 +54,7 @@ const (
 )
 
 func cmdAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
-	fs := newFlagSet("api", apiHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("api", apiHelp, stderr)
 	fs.Bool("spawn", true, "start chatd and bizapi in this process (the only mode)")
 	messages := fs.Int("messages", 5000, "latency phase: messages to POST at --rate")
 	rate := fs.Float64("rate", 1000, "latency phase: POSTs per second (open loop)")
@@ -75,7 +72,7 @@ func cmdAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	r.param("latency phase", fmt.Sprintf("%d messages at %v/s, open loop", *messages, *rate), "")
 	r.param("throughput phase", fmt.Sprintf("%d messages, %d concurrent clients, closed loop", *postN, *conc), "")
 
-	e, err := startAPIEnv(ctx, &c)
+	e, err := startAPIEnv(ctx, c)
 	if err != nil {
 		return err
 	}
@@ -199,7 +196,7 @@ func cmdAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		}
 	}
 	stopProfile()
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }
 
 // apiEnv is chatd, bizapi, the webhook receiver and the customer.

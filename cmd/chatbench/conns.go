@@ -49,11 +49,8 @@ Examples:
 `
 
 func cmdConns(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
 	var tf targetFlags
-	fs := newFlagSet("conns", connsHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("conns", connsHelp, stderr)
 	tf.register(fs, true)
 	n := fs.Int("n", 1000, "connections to open")
 	ramp := fs.Float64("ramp", 0, "connections started per second; 0: as fast as the server answers, with at most --connecting connects in flight")
@@ -104,7 +101,7 @@ func cmdConns(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	r.param("RLIMIT_NOFILE", limit, "")
 	r.param("rest measured over", rest.String(), "")
 
-	t, err := startTarget(ctx, &tf, &c)
+	t, err := startTarget(ctx, &tf, c)
 	if err != nil {
 		return err
 	}
@@ -129,7 +126,7 @@ func cmdConns(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	genBefore := readMem()
 	slabBefore := procKB("/proc/meminfo", "Slab:") * 1024
 
-	prof := &phaseProfiler{c: &c, t: t}
+	prof := &phaseProfiler{c: c, t: t}
 	defer prof.stop()
 	if *profPhase == "ramp" {
 		if err := prof.start(); err != nil {
@@ -359,7 +356,7 @@ launchLoop:
 		}
 	}
 	r.result("client reconnects", reconnects, "")
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }
 
 // cpu is the server's CPU time so far, when it is another process (ok false otherwise).

@@ -50,12 +50,9 @@ func (b *brokerFlags) register(fs *flag.FlagSet) {
 }
 
 func cmdMQTT(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
 	var bf brokerFlags
 	var wf workloadFlags
-	fs := newFlagSet("mqtt", mqttHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("mqtt", mqttHelp, stderr)
 	bf.register(fs)
 	wf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -66,10 +63,10 @@ func cmdMQTT(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	r := newReport("mqtt", args)
 	wf.describe(r)
-	if err := runMQTT(ctx, &c, bf, wf, r, ""); err != nil {
+	if err := runMQTT(ctx, c, bf, wf, r, ""); err != nil {
 		return err
 	}
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }
 
 // mosquitto is a broker process this run started.
@@ -274,11 +271,8 @@ Examples:
 `
 
 func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
 	var wf workloadFlags
-	fs := newFlagSet("compare", compareHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("compare", compareHelp, stderr)
 	wf.register(fs)
 	process := fs.Bool("spawn-process", false, "run chatd as a child process (as Mosquitto is) instead of in this process")
 	if err := parseFlags(fs, args); err != nil {
@@ -299,11 +293,11 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		r.param("chatd.server", "spawned chatd in this process (dev mode, loopback)", "")
 	}
 	c.logf("running msgs against chatd")
-	if err := runMsgs(ctx, &c, &tf, wf, r, "chatd."); err != nil {
+	if err := runMsgs(ctx, c, &tf, wf, r, "chatd."); err != nil {
 		return fmt.Errorf("chatd: %w", err)
 	}
 	c.logf("running mqtt against mosquitto")
-	if err := runMQTT(ctx, &c, brokerFlags{spawn: true}, wf, r, "mosquitto."); err != nil {
+	if err := runMQTT(ctx, c, brokerFlags{spawn: true}, wf, r, "mosquitto."); err != nil {
 		return fmt.Errorf("mosquitto: %w", err)
 	}
 	ratio := func(name string) float64 {
@@ -317,5 +311,5 @@ func cmdCompare(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	r.result("ratio delivered/s chatd ÷ mosquitto", ratio("delivered/s (in the window)"), "×")
 	r.result("ratio sent/s chatd ÷ mosquitto", ratio("sent/s (acked in the window)"), "×")
 	r.result("ratio p99 latency chatd ÷ mosquitto", ratio("latency send→delivered p99"), "×")
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }

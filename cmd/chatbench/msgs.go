@@ -42,12 +42,9 @@ Examples:
 const benchContentVersion = 99
 
 func cmdMsgs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
 	var tf targetFlags
 	var wf workloadFlags
-	fs := newFlagSet("msgs", msgsHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("msgs", msgsHelp, stderr)
 	tf.register(fs, true)
 	wf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -59,10 +56,10 @@ func cmdMsgs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	r := newReport("msgs", args)
 	tf.describe(r)
 	wf.describe(r)
-	if err := runMsgs(ctx, &c, &tf, wf, r, ""); err != nil {
+	if err := runMsgs(ctx, c, &tf, wf, r, ""); err != nil {
 		return err
 	}
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }
 
 // receiver is a Handler that reports every message to the workload.

@@ -126,11 +126,8 @@ type outcome struct {
 }
 
 func cmdRecover(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
 	var f recoverFlags
-	fs := newFlagSet("recover", recoverHelp, stderr)
-	c.register(fs)
+	c, fs := newFlagSet("recover", recoverHelp, stderr)
 	fs.IntVar(&f.n, "n", 10, "trials per dial scenario (open, refused, dropped, dropped+loss)")
 	fs.IntVar(&f.blackholeN, "blackhole-n", 3, "trials per blackhole scenario (blackhole-idle, blackhole-send; each takes ~10–25 s)")
 	var names []string
@@ -288,7 +285,7 @@ func cmdRecover(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, sc := range run {
 		recoverResults(r, sc, outcomes[sc.name])
 	}
-	return r.finish(&c, stdout)
+	return r.finish(c, stdout)
 }
 
 // blackholeTrial runs a fresh client with cfg until it is connected on 5222 and its connection was

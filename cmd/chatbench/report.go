@@ -63,7 +63,10 @@ func (c *common) startProfile() (func(), error) {
 }
 
 // newFlagSet returns a flag set whose -h prints text (the subcommand's explanation) and the flags.
-func newFlagSet(name, text string, stderr io.Writer) *flag.FlagSet {
+// newFlagSet returns a subcommand's flag set, with text as its -h and the flags every subcommand
+// takes (common) registered.
+func newFlagSet(name, text string, stderr io.Writer) (*common, *flag.FlagSet) {
+	c := &common{stderr: stderr}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
@@ -71,7 +74,8 @@ func newFlagSet(name, text string, stderr io.Writer) *flag.FlagSet {
 		fmt.Fprintln(stderr, "\nFlags:")
 		fs.PrintDefaults()
 	}
-	return fs
+	c.register(fs)
+	return c, fs
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {

@@ -203,10 +203,7 @@ func (t *target) startChild(ctx context.Context, dir string, c *common) error {
 // GCs and answers with runtime.MemStats and the goroutine count. It prints one JSON line with the
 // addresses and runs until SIGTERM.
 func cmdServeNode(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	var c common
-	c.stderr = stderr
-	fs := newFlagSet("serve-node", "Usage: chatbench serve-node --data DIR (internal: the child of conns --spawn-process)\n", stderr)
-	c.register(fs)
+	c, fs := newFlagSet("serve-node", "Usage: chatbench serve-node --data DIR (internal: the child of conns --spawn-process)\n", stderr)
 	dir := fs.String("data", "", "data folder")
 	if err := parseFlags(fs, args); err != nil {
 		return err

@@ -114,13 +114,6 @@ func (cs *cipherState) wipe() {
 	cs.mu.Unlock()
 }
 
-// held reports whether the AEAD is built.
-func (cs *cipherState) held() bool {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.aead != nil
-}
-
 // fromNoise takes the key and the counter out of a CipherState that the handshake returned; the
 // CipherState (and its AEAD) is garbage afterwards.
 func (cs *cipherState) fromNoise(s *noise.CipherState) {

@@ -271,3 +271,10 @@ func connPair(t *testing.T, cnc, snc net.Conn) (cli, srv *Conn) {
 	}
 	return cli, r.c
 }
+
+// held reports whether the AEAD is built.
+func (cs *cipherState) held() bool {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.aead != nil
+}

@@ -69,6 +69,21 @@ func pipeSession(t *testing.T) (s *session, cli *noisesock.Conn, cliNC net.Conn)
 	return s, cli, cliNC
 }
 
+// readEnvelope reads and decodes the next frame the session wrote, within 10 s.
+func readEnvelope(t *testing.T, cli *noisesock.Conn, cliNC net.Conn) *chatdpb.Envelope {
+	t.Helper()
+	cliNC.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := cli.ReadFrame()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var env chatdpb.Envelope
+	if err := wire.DecodeEnvelope(b, &env); err != nil {
+		t.Fatal(err)
+	}
+	return &env
+}
+
 // Output queued from several goroutines while writers keep finding the queues empty and exiting is
 // never left without a writer: every frame arrives, each producer's in its order, and at the end the
 // session is idle with nothing queued and no writer goroutine. Run it under -race.
@@ -171,17 +186,9 @@ func TestWriterExitRacesEnqueue(t *testing.T) {
 
 	// close on an idle session starts a writer for the Close frame, which closes the connection.
 	s.close(chatdpb.CloseReason_SERVER_SHUTDOWN, "test", 3*time.Second)
-	cliNC.SetReadDeadline(time.Now().Add(10 * time.Second))
-	b, err := cli.ReadFrame()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var env chatdpb.Envelope
-	if err := wire.DecodeEnvelope(b, &env); err != nil {
-		t.Fatal(err)
-	}
-	if c := env.GetClose(); c.GetReason() != chatdpb.CloseReason_SERVER_SHUTDOWN || c.GetRetryAfterMs() != 3000 {
-		t.Fatalf("got %v, want Close{SERVER_SHUTDOWN, retry after 3 s}", &env)
+	if env := readEnvelope(t, cli, cliNC); env.GetClose().GetReason() != chatdpb.CloseReason_SERVER_SHUTDOWN ||
+		env.GetClose().GetRetryAfterMs() != 3000 {
+		t.Fatalf("got %v, want Close{SERVER_SHUTDOWN, retry after 3 s}", env)
 	}
 	s.writers.Wait()
 	if _, err := cli.ReadFrame(); err == nil {
@@ -270,19 +277,7 @@ func TestProbeClosedWhileAnswered(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	s.close(chatdpb.CloseReason_SERVER_SHUTDOWN, "server shutting down", 2*time.Second)
-	read := func() *chatdpb.Envelope {
-		t.Helper()
-		cliNC.SetReadDeadline(time.Now().Add(10 * time.Second))
-		b, err := cli.ReadFrame()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var env chatdpb.Envelope
-		if err := wire.DecodeEnvelope(b, &env); err != nil {
-			t.Fatal(err)
-		}
-		return &env
-	}
+	read := func() *chatdpb.Envelope { return readEnvelope(t, cli, cliNC) }
 	if env := read(); env.GetLoginResult().GetStatus() != chatdpb.LoginResult_PROBE_OK {
 		t.Fatalf("got %v, want LoginResult{PROBE_OK}", env)
 	}

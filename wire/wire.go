@@ -83,18 +83,31 @@ func LooksLikePreamble(b []byte) bool {
 }
 
 // Reader reads frames from a stream. It checks each header against its limit before allocating.
+//
+// While frames keep coming it reads ahead: one Read of the stream takes as many bytes as are there (up
+// to its buffer, at most keepBuf unless a frame is larger), and the frames in them are returned without
+// further reads — a batch of frames written at once costs one read system call, not two per frame. A
+// Reader that holds no buffer (a new one, or after Release) waits for the next header with none, so an
+// idle connection holds no read buffer while it waits; its buffer starts small and doubles while reads
+// fill it.
+//
 // A Reader is not safe for concurrent use; it is owned by the connection's read loop. A struct may hold a
 // Reader by value, set to *NewReader(r, max) before its first use.
 type Reader struct {
-	r   io.Reader
-	buf []byte
-	max int32 // ≤ MaxFrame; int32 packs the struct into 48 bytes (every connection has a Reader)
-	hdr [HeaderLen]byte
+	r        io.Reader
+	buf      []byte // buf[off:end] is read ahead and not yet returned
+	off, end int32
+	max      int32 // ≤ MaxFrame; int32 keeps the struct at 56 bytes (every connection has a Reader)
+	hdr      [HeaderLen]byte
+	full     bool // the last read filled the buffer: the next one may use a bigger one
 }
 
-// keepBuf is the largest buffer a Reader keeps between frames; bigger ones are dropped after use so an
-// idle connection that once received a large frame does not hold it.
+// keepBuf is the largest buffer a Reader keeps between frames; bigger ones (for a frame larger than it)
+// are dropped after use so an idle connection that once received a large frame does not hold it.
 const keepBuf = 4096
+
+// firstBuf is the size of a buffer allocated for a frame that arrives at a Reader holding none.
+const firstBuf = 512
 
 // NewReader returns a Reader that rejects frames larger than max (MaxFrame when max ≤ 0 or larger).
 func NewReader(r io.Reader, max int) *Reader {
@@ -113,39 +126,95 @@ func (fr *Reader) SetMax(max int) {
 	fr.max = int32(max)
 }
 
-// Release drops the payload buffer, for a connection about to idle: the next ReadFrame allocates a new
-// one. The slice returned by the last ReadFrame stays valid (it is no longer reused).
-func (fr *Reader) Release() { fr.buf = nil }
+// Release drops the read buffer, for a connection about to idle: the next ReadFrame waits for its header
+// holding no buffer. A buffer that still holds bytes read ahead is kept (they are the next frames). The
+// slice returned by the last ReadFrame stays valid (it is no longer reused).
+func (fr *Reader) Release() {
+	if fr.off == fr.end {
+		fr.buf, fr.off, fr.end, fr.full = nil, 0, 0, false
+	}
+}
 
-// BufferCap is the capacity of the payload buffer the Reader holds between frames (0 when it holds
-// none), for memory accounting and tests.
+// BufferCap is the capacity of the buffer the Reader holds between frames (0 when it holds none), for
+// memory accounting and tests.
 func (fr *Reader) BufferCap() int { return cap(fr.buf) }
 
+// Buffered is the number of bytes read from the stream ahead of the frames returned so far.
+func (fr *Reader) Buffered() int { return int(fr.end - fr.off) }
+
 // ReadFrame reads one frame and returns its payload. The slice is valid until the next call. A header
-// announcing more than the limit returns a *FrameTooLargeError without reading or allocating the payload.
+// announcing more than the limit returns a *FrameTooLargeError without allocating for the payload.
 // A stream that ends between frames returns io.EOF; one that ends inside a frame io.ErrUnexpectedEOF.
 func (fr *Reader) ReadFrame() ([]byte, error) {
-	if cap(fr.buf) > keepBuf {
-		fr.buf = nil
+	if fr.off == fr.end {
+		fr.off, fr.end = 0, 0
+		if cap(fr.buf) > keepBuf {
+			fr.buf, fr.full = nil, false
+		}
 	}
-	if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
-		return nil, err
+	var h []byte
+	switch {
+	case fr.buf == nil:
+		// Nothing read ahead and no buffer: wait for the header alone (an idle connection).
+		if _, err := io.ReadFull(fr.r, fr.hdr[:]); err != nil {
+			return nil, err
+		}
+		h = fr.hdr[:]
+	default:
+		had := fr.end > fr.off
+		if err := fr.fill(HeaderLen); err != nil {
+			if err == io.EOF && had {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		h = fr.buf[fr.off : fr.off+HeaderLen]
+		fr.off += HeaderLen
 	}
-	n := int(fr.hdr[0])<<16 | int(fr.hdr[1])<<8 | int(fr.hdr[2])
+	n := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
 	if n > int(fr.max) {
 		return nil, &FrameTooLargeError{Size: n, Max: int(fr.max)}
 	}
-	if cap(fr.buf) < n {
-		fr.buf = make([]byte, n, max(n, 64))
-	}
-	fr.buf = fr.buf[:n]
-	if _, err := io.ReadFull(fr.r, fr.buf); err != nil {
+	if err := fr.fill(n); err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF
 		}
 		return nil, err
 	}
-	return fr.buf, nil
+	start := int(fr.off)
+	fr.off += int32(n)
+	return fr.buf[start : start+n : start+n], nil
+}
+
+// fill makes at least need bytes available at buf[off:], reading as many more as one Read gives.
+func (fr *Reader) fill(need int) error {
+	have := int(fr.end - fr.off)
+	if have >= need && fr.buf != nil {
+		return nil
+	}
+	size := cap(fr.buf)
+	switch {
+	case size == 0:
+		size = firstBuf
+	case fr.full && size < keepBuf:
+		size *= 2
+	}
+	size = max(size, need)
+	if size > cap(fr.buf) {
+		nb := make([]byte, size)
+		copy(nb, fr.buf[fr.off:fr.end])
+		fr.buf = nb
+		fr.off, fr.end = 0, int32(have)
+	} else if int(fr.off)+need > cap(fr.buf) {
+		copy(fr.buf[:cap(fr.buf)], fr.buf[fr.off:fr.end])
+		fr.off, fr.end = 0, int32(have)
+	}
+	fr.buf = fr.buf[:cap(fr.buf)]
+	room := fr.buf[fr.end:]
+	m, err := io.ReadAtLeast(fr.r, room, need-have)
+	fr.end += int32(m)
+	fr.full = m == len(room)
+	return err
 }
 
 // AppendHeader appends the header of a frame with an n-byte payload to dst.

@@ -374,10 +374,11 @@ func TestReaderReusesSmallBuffers(t *testing.T) {
 	stream, _ = wire.AppendFrame(stream, pattern(10))
 	fr := wire.NewReader(bytes.NewReader(stream), 0)
 
-	p1, _ := fr.ReadFrame()
-	p2, _ := fr.ReadFrame()
-	if &p1[0] != &p2[0] {
-		t.Error("a 50-byte frame after a 100-byte frame did not reuse the buffer")
+	fr.ReadFrame()
+	c1 := fr.BufferCap()
+	fr.ReadFrame()
+	if c1 == 0 || fr.BufferCap() != c1 {
+		t.Errorf("a 50-byte frame after a 100-byte frame: buffer cap %d, then %d; want the same buffer", c1, fr.BufferCap())
 	}
 	big, _ := fr.ReadFrame()
 	if len(big) != 5000 {
@@ -389,6 +390,59 @@ func TestReaderReusesSmallBuffers(t *testing.T) {
 	}
 	if !bytes.Equal(big, pattern(5000)) {
 		t.Error("the 5000-byte frame's bytes were overwritten by the next frame although its buffer was dropped")
+	}
+}
+
+// countingReader counts the Reads of the stream under it.
+type countingReader struct {
+	r     io.Reader
+	reads int
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	c.reads++
+	return c.r.Read(p)
+}
+
+// Frames written in one batch are read with few reads of the stream, not two (header, payload) per
+// frame, and without allocating per frame.
+func TestReaderReadsAhead(t *testing.T) {
+	const frames = 200
+	var stream []byte
+	for i := range frames {
+		stream, _ = wire.AppendFrame(stream, pattern(20+i%40))
+	}
+	src := &countingReader{r: bytes.NewReader(stream)}
+	fr := wire.NewReader(src, 0)
+	for i := range frames {
+		p, err := fr.ReadFrame()
+		if err != nil || !bytes.Equal(p, pattern(20+i%40)) {
+			t.Fatalf("frame %d: %d bytes, %v", i, len(p), err)
+		}
+	}
+	if _, err := fr.ReadFrame(); err != io.EOF {
+		t.Fatalf("after the last frame: %v, want io.EOF", err)
+	}
+	// 8,900 bytes: a 512-byte buffer doubling to keepBuf (4,096) takes about five reads.
+	if src.reads > 10 {
+		t.Errorf("%d frames (%d bytes) took %d reads of the stream, want ≤ 10", frames, len(stream), src.reads)
+	}
+
+	var one []byte
+	one, _ = wire.AppendFrame(one, pattern(30))
+	loop := bytes.Repeat(one, 4096)
+	r := bytes.NewReader(loop)
+	fr = wire.NewReader(r, 0)
+	allocs := testing.AllocsPerRun(1000, func() {
+		if r.Len() == 0 {
+			r.Reset(loop)
+		}
+		if _, err := fr.ReadFrame(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs > 0 {
+		t.Errorf("ReadFrame allocates %.2f times per frame in steady state, want 0", allocs)
 	}
 }
 

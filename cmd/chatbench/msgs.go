@@ -129,11 +129,17 @@ func runMsgs(ctx context.Context, c *common, tf *targetFlags, wf workloadFlags, 
 	took := time.Since(w.start).Seconds()
 	stopProfile()
 	w.results(r, prefix)
+	total := cpu
 	if sok && sok1 {
 		r.result(prefix+"server CPU", round((scpu1-scpu0).Seconds()/took*100, 0), "% of a core")
 		r.result(prefix+"load generator CPU", round(cpu.Seconds()/took*100, 0), "% of a core")
+		total += scpu1 - scpu0
 	} else {
 		r.result(prefix+"CPU (this process: server and clients)", round(cpu.Seconds()/took*100, 0), "% of a core")
+	}
+	// CPU time per message varies less than throughput on a machine shared with other work.
+	if n := w.deliveredN.Load(); n > 0 {
+		r.result(prefix+"CPU per delivered message (server and clients)", round(total.Seconds()/float64(n)*1e6, 1), "µs")
 	}
 	return nil
 }

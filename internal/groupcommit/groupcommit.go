@@ -88,6 +88,12 @@ type Config struct {
 	QueueLen int
 	// Name prefixes the errors of the transaction itself ("<Name>: commit: …"). Default "groupcommit".
 	Name string
+	// BeforeCommit, if set, runs on the writer goroutine after the operations of a batch and before its
+	// COMMIT, in the same transaction (outside any operation's savepoint): a place for bookkeeping
+	// that every transaction must carry, such as a counter the operations advanced. Like an
+	// operation it may use the statements prepared on the writer's connection (captured by the
+	// closure). An error fails the whole batch. It is not called for batches of barriers only.
+	BeforeCommit func() error
 }
 
 // Writer runs write operations on one dedicated connection; see the package documentation. Its
@@ -97,6 +103,7 @@ type Writer[S any] struct {
 	stmts    S
 	name     string
 	maxBatch int
+	before   func() error
 
 	begin, commit, rollback, savepoint, release, rollbackTo *sql.Stmt
 
@@ -158,6 +165,7 @@ func New[S any](ctx context.Context, conn *sql.Conn, stmts S, cfg Config) (*Writ
 		stmts:    stmts,
 		name:     cfg.Name,
 		maxBatch: cfg.MaxBatch,
+		before:   cfg.BeforeCommit,
 		ops:      make(chan *op[S], cfg.QueueLen),
 		stopped:  make(chan struct{}),
 	}
@@ -494,6 +502,13 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 			return
 		}
 		errs[i] = err
+	}
+	if w.before != nil {
+		if err := w.before(); err != nil {
+			w.abort()
+			answer(fmt.Errorf("%s: before commit: %w", w.name, err))
+			return
+		}
 	}
 	if err := run(w.commit); err != nil {
 		w.abort()

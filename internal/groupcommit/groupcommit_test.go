@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -532,4 +533,41 @@ func BenchmarkSubmit(b *testing.B) {
 	st := d.w.Stats()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
 	b.ReportMetric(float64(st.Ops)/float64(max(1, st.Commits)), "ops/commit")
+}
+
+// BeforeCommit runs once per batch, inside its transaction: what it writes commits with the batch, and
+// its error fails the whole batch, nothing of which is stored.
+func TestBeforeCommit(t *testing.T) {
+	var d *testDB
+	calls, fail := 0, false
+	d = openTest(t, Config{BeforeCommit: func() error {
+		calls++
+		if fail {
+			return errors.New("bookkeeping failed")
+		}
+		return d.st.add(1000 + calls)
+	}})
+	if err := d.w.Exec(bg0, add(1)); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || !d.committed(t, 1) || !d.committed(t, 1001) {
+		t.Fatalf("after one Exec: %d calls, committed 1: %v, 1001: %v; want 1 call, both", calls, d.committed(t, 1), d.committed(t, 1001))
+	}
+	if err := d.w.Submit(bg0, nil, nil); err != nil { // a barrier alone: no transaction, no call
+		t.Fatal(err)
+	}
+	if err := d.w.Exec(bg0, func(*stmts) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if calls != 2 {
+		t.Fatalf("%d calls after a barrier and an Exec, want 2", calls)
+	}
+	fail = true
+	err := d.w.Exec(bg0, add(2))
+	if err == nil || !strings.Contains(err.Error(), "bookkeeping failed") {
+		t.Fatalf("Exec with a failing BeforeCommit = %v, want its error", err)
+	}
+	if d.committed(t, 2) {
+		t.Fatal("the batch of a failed BeforeCommit was committed")
+	}
 }

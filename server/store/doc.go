@@ -72,55 +72,60 @@
 //	accounts(phone PK, business, display_name, device_pub UNIQUE, created_at)
 //	codes(phone PK, hash, method, business, display_name, expires_at,
 //	      attempts, created_at)
-//	messages(id PK AUTOINCREMENT, sender, recipient, client_id,
-//	         content_version, content, created_at, delivered_at, read_at,
-//	         UNIQUE(sender, client_id))
-//	queue(seq PK AUTOINCREMENT, recipient, kind, message_id -> messages(id),
-//	      receipt_type, receipt_at), index (recipient, seq)
+//	messages(id PK, sender, recipient, client_id, content_version, content,
+//	         created_at, delivered_at, read_at, pending, UNIQUE(sender, client_id)),
+//	         partial index (recipient, id) WHERE pending = 1
+//	receipts(recipient, seq, message_id, type, at), PK (recipient, seq), WITHOUT ROWID
+//	store_meta(key PK, value): 'next_seq'
 //
 // An account has exactly one device: device_pub is a column of accounts, and
 // its UNIQUE constraint is what makes a key belong to at most one account.
 // Binding a new key overwrites the old one, which therefore stops resolving.
 //
-// Message ids and queue seqs use AUTOINCREMENT so that a value is never
-// handed out twice, even after the row holding the largest value is deleted
-// (acknowledged queue items are deleted). Clients deduplicate on message ids
-// and resume with Pending(afterSeq), so re-use would lose or drop items.
+// Message ids and receipt seqs come from one counter that the writer keeps in
+// memory and writes to store_meta in every transaction that took a value
+// (groupcommit's BeforeCommit), so a value is never handed out twice, even after
+// the row holding the largest one is gone (acknowledged receipts are deleted),
+// and never names both a message and a receipt. Clients deduplicate on message
+// ids and resume with Pending(afterSeq), so re-use would lose or drop items.
+// Values taken by a write that failed are skipped.
 //
 // # Delivery-queue model
 //
 // Messages are kept; the queue holds what still has to be pushed to someone.
-// Each queue row is an Item for one recipient phone, with a store-wide,
-// strictly increasing Seq:
+// Each queued Item is for one recipient phone, with a store-wide, strictly
+// increasing Seq:
 //
-//   - ItemMessage: a message addressed to the recipient. Enqueued by
-//     SaveMessage in the same transaction that stores the message, so an
-//     acknowledged send is always queued.
+//   - ItemMessage: a message addressed to the recipient, queued while its row
+//     has pending = 1 (set by SaveMessage in the statement that stores it, so an
+//     acknowledged send is always queued). Its Seq is the message id.
 //   - ItemReceipt: a delivered or read receipt for a message the recipient
-//     sent. The receipt's ClientID (the sender's own client message id) and
-//     By (the message's recipient) are joined from the message row.
+//     sent, a row of receipts. The receipt's ClientID (the sender's own client
+//     message id) and By (the message's recipient) are joined from the message
+//     row.
 //
 // The session layer pushes Pending(recipient, afterSeq, limit) and the client
-// acknowledges each item after storing it; Ack/AckBatch delete the rows.
-// Acks are idempotent and scoped to the acknowledging recipient: acking an
-// unknown seq, an already-acked seq, or someone else's seq changes nothing.
+// acknowledges each item after storing it; Ack/AckBatch dequeue them (pending =
+// 0, the receipt row deleted). Acks are idempotent and scoped to the
+// acknowledging recipient: acking an unknown seq, an already-acked seq, or
+// someone else's seq changes nothing.
 //
-// Receipts are driven by the message's delivered_at and read_at columns, which
-// are set at most once, so each receipt is enqueued exactly once:
+// Receipts follow the message's delivered_at and read_at columns, which are set
+// at most once, so each receipt is enqueued exactly once:
 //
-//   - Acking an ItemMessage whose delivered_at is NULL sets it and enqueues a
+//   - Acking a pending message whose delivered_at is NULL sets it and enqueues a
 //     ReceiptDelivered item for the sender.
 //   - MarkRead sets read_at on the reader's unread messages and enqueues a
 //     ReceiptRead item for each. If the message had not been acknowledged
-//     yet, it is marked delivered too and its ReceiptDelivered item is
-//     enqueued first, so the sender always sees delivered before read. A
-//     later Ack of the message item then enqueues nothing more.
+//     yet (still pending, so delivered_at is NULL), it is marked delivered too
+//     and its ReceiptDelivered item is enqueued first, so the sender always sees
+//     delivered before read. A later Ack of the message then enqueues nothing
+//     more (read_at is set).
 //
-// SQLite itself writes these follow-on rows: triggers (migrations/0002)
-// enqueue the delivery item when a message is inserted and a receipt when
-// delivered_at or read_at becomes set, in the statement that sets it. A save
-// is one statement, an ack batch two and a MarkRead one, whatever the number
-// of items (lists of ids are bound as one JSON array).
+// A save is one statement; an ack batch three (dequeue the messages, delete
+// the receipts, insert the delivered receipts) and a MarkRead two, whatever the
+// number of items (lists are bound as one JSON array). Migration 0003 has the
+// numbers that led here.
 //
 // Methods that grow someone's queue return notify: the phones whose sessions
 // should be woken, without duplicates, in the order their items were

@@ -107,10 +107,15 @@ func (s *Store) saveOp(m Message, check RecipientCheck, res *saveResult) func(w 
 		if check {
 			insert = w.insertMessageChecked
 		}
-		var id int64
-		err := insert.QueryRowContext(bg,
-			m.From, m.To, m.ClientID, int64(m.ContentVersion), content, created).Scan(&id)
-		if errors.Is(err, sql.ErrNoRows) { // an unregistered recipient, or a retry of a send we already have
+		id := w.nextSeq
+		r, err := insert.ExecContext(bg,
+			id, m.From, m.To, m.ClientID, int64(m.ContentVersion), content, created)
+		if err != nil {
+			return fmt.Errorf("store: save message: %w", err)
+		}
+		if n, err := r.RowsAffected(); err != nil {
+			return fmt.Errorf("store: save message: %w", err)
+		} else if n == 0 { // an unregistered recipient, or a retry of a send we already have
 			if check {
 				var one int
 				err := w.accountExists.QueryRowContext(bg, m.To).Scan(&one)
@@ -129,9 +134,7 @@ func (s *Store) saveOp(m Message, check RecipientCheck, res *saveResult) func(w 
 			res.saved, res.dup = saved, true
 			return nil
 		}
-		if err != nil {
-			return fmt.Errorf("store: save message: %w", err)
-		}
+		w.takeSeq()
 		res.saved = Message{
 			ID:             id,
 			From:           m.From,
@@ -180,7 +183,7 @@ func (s *Store) Stats(ctx context.Context) (accounts, messages, queued int64, er
 	err = s.r.QueryRowContext(ctx, `SELECT
 		(SELECT count(*) FROM accounts),
 		(SELECT count(*) FROM messages),
-		(SELECT count(*) FROM queue)`).Scan(&accounts, &messages, &queued)
+		(SELECT count(*) FROM messages WHERE pending = 1) + (SELECT count(*) FROM receipts)`).Scan(&accounts, &messages, &queued)
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("store: stats: %w", err)
 	}

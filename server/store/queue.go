@@ -1,11 +1,14 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
@@ -66,16 +69,24 @@ type Item struct {
 	Receipt   Receipt // when Kind == ItemReceipt (zero otherwise)
 }
 
+// selectPending merges recipient's two queues in seq order: pending messages (their seq is their id,
+// from the partial index messages_pending) and receipts; each side is cut at the limit first.
 const selectPending = `
-	SELECT q.seq, q.kind, q.receipt_type, q.receipt_at,
+	SELECT q.seq, q.kind, q.rtype, q.rat,
 	       m.id, m.sender, m.recipient, m.client_id, m.content_version,
 	       CASE WHEN q.kind = 1 THEN m.content END,
 	       m.created_at, m.delivered_at, m.read_at, coalesce(a.business, 0)
-	FROM queue q JOIN messages m ON m.id = q.message_id
+	FROM (
+		SELECT * FROM (SELECT id AS seq, 1 AS kind, NULL AS rtype, NULL AS rat, id AS mid FROM messages
+			WHERE recipient = ?1 AND pending = 1 AND id > ?2 ORDER BY id LIMIT ?3)
+		UNION ALL
+		SELECT * FROM (SELECT seq, 2, type, at, message_id FROM receipts
+			WHERE recipient = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3)
+	) q
+	JOIN messages m ON m.id = q.mid
 	LEFT JOIN accounts a ON a.phone = m.sender
-	WHERE q.recipient = ? AND q.seq > ?
 	ORDER BY q.seq
-	LIMIT ?`
+	LIMIT ?3`
 
 // Pending returns recipient's queued items with Seq > afterSeq in Seq order,
 // at most limit. limit must be positive (ErrInvalidArgument otherwise).
@@ -130,7 +141,8 @@ func (s *Store) Pending(ctx context.Context, recipient string, afterSeq int64, l
 // QueueDepth returns the number of pending items of all recipients.
 func (s *Store) QueueDepth(ctx context.Context) (int64, error) {
 	var n int64
-	if err := s.r.QueryRowContext(ctx, `SELECT count(*) FROM queue`).Scan(&n); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM messages WHERE pending = 1) + (SELECT count(*) FROM receipts)`).Scan(&n); err != nil {
 		return 0, fmt.Errorf("store: queue depth: %w", err)
 	}
 	return n, nil
@@ -175,41 +187,103 @@ func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []i
 	})
 }
 
-// ackOp is the write operation of AckBatch; it adds the senders to wake to n. Two statements
-// for the whole batch: delete the items, then mark the messages among them delivered (where not
-// yet), which enqueues their delivered receipts (trigger messages_receipts, in id order).
+// ackOp is the write operation of AckBatch; it adds the senders to wake to n. The seqs may name
+// messages (their ids) and receipts alike: one statement dequeues the messages among them and returns
+// the ones this ack delivers, one deletes the receipts among them, and one queues the delivered
+// receipts, in message id order.
 func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{} // empty if a batch is ever retried
-		rows, err := w.ackDelete.QueryContext(bg, recipient, sqlitedb.IDList(seqs))
+		list := sqlitedb.IDList(seqs)
+		now := s.now().UnixNano()
+		rows, err := w.ackMessages.QueryContext(bg, now, recipient, list)
 		if err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
-		var delivered []int64
+		var rl receiptList
 		for rows.Next() {
 			var (
-				kind ItemKind
-				mid  int64
+				mid       int64
+				sender    string
+				delivered bool
 			)
-			if err := rows.Scan(&kind, &mid); err != nil {
+			if err := rows.Scan(&mid, &sender, &delivered); err != nil {
 				rows.Close()
 				return fmt.Errorf("store: ack: %w", err)
 			}
-			if kind == ItemMessage {
-				delivered = append(delivered, mid)
+			if delivered {
+				rl.add(sender, mid, ReceiptDelivered)
 			}
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
-		if len(delivered) == 0 {
-			return nil // receipts only, or nothing that was still queued
+		if _, err := w.ackReceipts.ExecContext(bg, recipient, list); err != nil {
+			return fmt.Errorf("store: ack: %w", err)
 		}
-		if err := n.collect(w.ackDeliver.QueryContext(bg, s.now().UnixNano(), sqlitedb.IDList(delivered))); err != nil {
+		if err := rl.insert(w, now, n); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
 		return nil
 	}
+}
+
+// receiptList collects the receipts an operation queues, to insert them with one statement.
+type receiptList struct {
+	rs []pendingReceipt
+}
+
+type pendingReceipt struct {
+	to  string // the message's sender
+	mid int64
+	typ ReceiptType
+}
+
+func (l *receiptList) add(to string, mid int64, typ ReceiptType) {
+	l.rs = append(l.rs, pendingReceipt{to, mid, typ})
+}
+
+// insert queues the receipts in message id order (a message's delivered receipt before its read
+// receipt), each with a new seq, and adds their recipients to n.
+func (l *receiptList) insert(w *writeStmts, at int64, n *notifier) error {
+	if len(l.rs) == 0 {
+		return nil
+	}
+	slices.SortStableFunc(l.rs, func(a, b pendingReceipt) int { return cmp.Compare(a.mid, b.mid) })
+	b := make([]byte, 0, 48*len(l.rs))
+	b = append(b, '[')
+	for i, r := range l.rs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = appendJSONString(b, r.to)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, w.takeSeq(), 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, r.mid, 10)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, int64(r.typ), 10)
+		b = append(b, ']')
+		n.add(r.to)
+	}
+	b = append(b, ']')
+	_, err := w.insertReceipts.ExecContext(bg, at, string(b))
+	return err
+}
+
+// appendJSONString appends s as a JSON string. Phones are digits; anything else goes through
+// encoding/json.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			j, _ := json.Marshal(s)
+			return append(b, j...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
 }
 
 // MarkRead marks messages addressed to reader as read (only those with ReadAt
@@ -258,12 +332,37 @@ func readIDs(ids []int64) []int64 {
 	return slices.Compact(ids)
 }
 
-// readOp is the write operation of MarkRead; it adds the senders to wake to n. One statement: the
-// trigger messages_receipts enqueues the receipts (delivered first where the ack had not come yet).
+// readOp is the write operation of MarkRead; it adds the senders to wake to n. One statement marks the
+// messages read and returns them; one queues their receipts: a delivered one first for a message not
+// acknowledged yet (still pending), then the read one.
 func (s *Store) readOp(reader string, ids []int64, n *notifier) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*n = notifier{}
-		if err := n.collect(w.markRead.QueryContext(bg, s.now().UnixNano(), sqlitedb.IDList(ids), reader)); err != nil {
+		now := s.now().UnixNano()
+		rows, err := w.markRead.QueryContext(bg, now, sqlitedb.IDList(ids), reader)
+		if err != nil {
+			return fmt.Errorf("store: mark read: %w", err)
+		}
+		var rl receiptList
+		for rows.Next() {
+			var (
+				mid     int64
+				sender  string
+				pending bool
+			)
+			if err := rows.Scan(&mid, &sender, &pending); err != nil {
+				rows.Close()
+				return fmt.Errorf("store: mark read: %w", err)
+			}
+			if pending {
+				rl.add(sender, mid, ReceiptDelivered)
+			}
+			rl.add(sender, mid, ReceiptRead)
+		}
+		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
+			return fmt.Errorf("store: mark read: %w", err)
+		}
+		if err := rl.insert(w, now, n); err != nil {
 			return fmt.Errorf("store: mark read: %w", err)
 		}
 		return nil

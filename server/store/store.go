@@ -104,7 +104,11 @@ func (s *Store) open(o options) error {
 	if err := s.ws.prepare(ctx, s.wc); err != nil {
 		return err
 	}
-	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{MaxBatch: o.maxBatch, Name: "store"})
+	if err := s.ws.loadNextSeq(ctx); err != nil {
+		return err
+	}
+	s.gc, err = groupcommit.New(ctx, s.wc, &s.ws, groupcommit.Config{
+		MaxBatch: o.maxBatch, Name: "store", BeforeCommit: s.ws.writeNextSeq})
 	return err
 }
 

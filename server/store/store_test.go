@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -203,35 +204,97 @@ func TestMigrationsReopenIsNoop(t *testing.T) {
 	})
 }
 
-// Migration SQL itself is idempotent: re-applying every migration to a
-// database that already has the schema (as if user_version had been lost)
-// succeeds and changes neither schema nor data.
-func TestMigrationsSQLIsIdempotent(t *testing.T) {
-	s, _ := openTest(t)
+// Migration 0003 turns a version-2 database (a queue table with message and receipt rows, triggers,
+// AUTOINCREMENT) into pending flags and a receipts table without losing or reordering anything: a
+// pending message stays pending under its id, a message read before its ack stays pending and its ack
+// queues no receipt, queued receipts keep their order under new seqs above every old id and seq, and
+// new ids go on above them.
+func TestMigration0003KeepsQueues(t *testing.T) {
 	ctx := context.Background()
-	register(t, s, phone(1), key(1))
-	m := save(t, s, phone(1), phone(2), "c1")
-	withWriter(t, s, func(c *sql.Conn) {
-		schema := schemaDump(t, c)
-		if _, err := c.ExecContext(ctx, `PRAGMA user_version = 0`); err != nil {
-			t.Fatal(err)
-		}
-		if err := migrate(ctx, c); err != nil {
-			t.Fatalf("re-applying migrations: %v", err)
-		}
-		ms, _ := loadMigrations()
-		if v := pragmaInt(t, c, "user_version"); v != len(ms) {
-			t.Fatalf("user_version = %d, want %d", v, len(ms))
-		}
-		if got := schemaDump(t, c); got != schema {
-			t.Fatalf("schema changed:\n%s\nvs\n%s", schema, got)
-		}
-	})
-	if got := mustMessage(t, s, m.ID); got.ClientID != "c1" {
-		t.Fatalf("message changed: %+v", got)
-	}
-	if _, err := s.Account(ctx, phone(1)); err != nil {
+	path := filepath.Join(t.TempDir(), "chatd.db")
+	ms, err := loadMigrations()
+	if err != nil {
 		t.Fatal(err)
+	}
+	db, err := sqlitedb.OpenWriter(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sqlitedb.Migrate(ctx, db, ms[:2]); err != nil {
+		t.Fatal(err)
+	}
+	a, b := phone(1), phone(2)
+	for _, q := range []string{
+		`INSERT INTO accounts (phone, device_pub, created_at) VALUES ('` + a + `', randomblob(32), 1)`,
+		`INSERT INTO accounts (phone, device_pub, created_at) VALUES ('` + b + `', randomblob(32), 1)`,
+		// Ids 1 to 4 are used and the queue's seqs are ahead of them; message 4 is gone from neither.
+		`INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at) VALUES ('` + a + `', '` + b + `', 'm1', 1, x'01', 10)`,
+		`INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at) VALUES ('` + a + `', '` + b + `', 'm2', 1, x'02', 11)`,
+		`INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at) VALUES ('` + b + `', '` + a + `', 'm3', 1, x'03', 12)`,
+		// m2 delivered and acked: its item is gone, a delivered receipt for a is queued.
+		`UPDATE messages SET delivered_at = 20 WHERE client_id = 'm2'`,
+		`DELETE FROM queue WHERE kind = 1 AND message_id = (SELECT id FROM messages WHERE client_id = 'm2')`,
+		// m3 read before its ack: still queued for a; delivered and read receipts for b.
+		`UPDATE messages SET read_at = 30, delivered_at = 30 WHERE client_id = 'm3'`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	var oldMax int64
+	if err := db.QueryRowContext(ctx, `SELECT max(seq) FROM queue`).Scan(&oldMax); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s, _ := openAt(t, path)
+	kinds := func(items []Item) string {
+		var b strings.Builder
+		for _, it := range items {
+			if it.Kind == ItemMessage {
+				fmt.Fprintf(&b, "msg %s; ", it.Message.ClientID)
+			} else {
+				fmt.Fprintf(&b, "%s %s; ", it.Receipt.Type, it.Receipt.ClientID)
+			}
+		}
+		return b.String()
+	}
+	pa, err := s.Pending(ctx, a, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := s.Pending(ctx, b, 0, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := kinds(pa), "msg m3; delivered m2; "; got != want {
+		t.Fatalf("a's queue after the migration: %s, want %s", got, want)
+	}
+	if got, want := kinds(pb), "msg m1; delivered m3; read m3; "; got != want {
+		t.Fatalf("b's queue after the migration: %s, want %s", got, want)
+	}
+	if pa[0].Seq != pa[0].Message.ID || pb[0].Seq != pb[0].Message.ID {
+		t.Fatalf("a pending message's seq is not its id: %+v, %+v", pa[0], pb[0])
+	}
+	if pa[1].Seq <= oldMax || pb[1].Seq <= oldMax || pb[2].Seq <= pb[1].Seq {
+		t.Fatalf("receipt seqs %d, %d, %d: want above %d (every old seq) and in their old order", pa[1].Seq, pb[1].Seq, pb[2].Seq, oldMax)
+	}
+	if pa[1].Receipt.At.UnixNano() != 20 || pb[2].Receipt.At.UnixNano() != 30 {
+		t.Fatalf("receipt times changed: %v, %v", pa[1].Receipt.At, pb[2].Receipt.At)
+	}
+	m := save(t, s, a, b, "m4")
+	if m.ID <= max(pa[1].Seq, pb[2].Seq) {
+		t.Fatalf("new message id %d not above the migrated seqs", m.ID)
+	}
+	// m3 was read before its ack: the ack dequeues it and queues nothing.
+	notify, err := s.AckBatch(ctx, a, []int64{pa[0].Seq, pa[1].Seq})
+	if err != nil || len(notify) != 0 {
+		t.Fatalf("ack of m3 and the m2 receipt = %v, %v; want no new receipts", notify, err)
+	}
+	if pa, _ = s.Pending(ctx, a, 0, 10); len(pa) != 0 {
+		t.Fatalf("a's queue after acking everything: %s", kinds(pa))
 	}
 }
 
@@ -391,11 +454,9 @@ func TestSeqAndIDNeverReusedAfterAckAndReopen(t *testing.T) {
 	}
 }
 
-func TestPendingQueryUsesRecipientIndex(t *testing.T) {
+func TestPendingQueryUsesIndexes(t *testing.T) {
 	s, _ := openTest(t)
-	rows, err := s.r.Query(`EXPLAIN QUERY PLAN
-		SELECT q.seq FROM queue q JOIN messages m ON m.id = q.message_id
-		WHERE q.recipient = ? AND q.seq > ? ORDER BY q.seq LIMIT ?`, "1", 0, 10)
+	rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+selectPending, "1", 0, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -409,7 +470,9 @@ func TestPendingQueryUsesRecipientIndex(t *testing.T) {
 		}
 		plan.WriteString(detail + "\n")
 	}
-	if !strings.Contains(plan.String(), "queue_by_recipient") || strings.Contains(plan.String(), "TEMP B-TREE") {
-		t.Fatalf("Pending does not walk queue_by_recipient in order:\n%s", plan.String())
+	p := plan.String()
+	if !strings.Contains(p, "messages USING COVERING INDEX messages_pending") && !strings.Contains(p, "messages USING INDEX messages_pending") ||
+		!strings.Contains(p, "SEARCH receipts USING PRIMARY KEY") || strings.Contains(p, "SCAN m") || strings.Contains(p, "SCAN receipts") {
+		t.Fatalf("Pending does not search messages_pending and the receipts' key:\n%s", p)
 	}
 }

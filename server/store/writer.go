@@ -14,16 +14,21 @@ import (
 type writeStmts struct {
 	conn *sql.Conn // the writer connection itself, for tests and maintenance (Do)
 
-	// messages and the queue
-	// The queue items and receipts that follow from these are written by triggers
-	// (migrations/0002_triggers.sql). Lists of ids are bound as one JSON array.
+	// messages, their queue (messages.pending) and receipts (migrations/0003_pending_messages.sql).
+	// Lists are bound as one JSON array.
 	insertMessage        *sql.Stmt
 	insertMessageChecked *sql.Stmt // only if the recipient is registered
 	messageByClient      *sql.Stmt
 	accountExists        *sql.Stmt
-	ackDelete            *sql.Stmt
-	ackDeliver           *sql.Stmt
+	ackMessages          *sql.Stmt
+	ackReceipts          *sql.Stmt
+	insertReceipts       *sql.Stmt
 	markRead             *sql.Stmt
+	saveNextSeq          *sql.Stmt
+
+	// nextSeq is the next message id or receipt seq to hand out; savedSeq the value store_meta holds
+	// as of the last transaction that wrote it (writeNextSeq, before every COMMIT that used one).
+	nextSeq, savedSeq int64
 
 	// accounts and codes
 	deviceOwner      *sql.Stmt
@@ -43,25 +48,29 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		st **sql.Stmt
 		q  string
 	}{
-		{&w.insertMessage, `INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
-			VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-			ON CONFLICT (sender, client_id) DO NOTHING
-			RETURNING id`},
-		{&w.insertMessageChecked, `INSERT INTO messages (sender, recipient, client_id, content_version, content, created_at)
-			SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE phone = ?2)
-			ON CONFLICT (sender, client_id) DO NOTHING
-			RETURNING id`},
+		{&w.insertMessage, `INSERT INTO messages (id, sender, recipient, client_id, content_version, content, created_at, pending)
+			VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1)
+			ON CONFLICT (sender, client_id) DO NOTHING`},
+		{&w.insertMessageChecked, `INSERT INTO messages (id, sender, recipient, client_id, content_version, content, created_at, pending)
+			SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, 1 WHERE EXISTS (SELECT 1 FROM accounts WHERE phone = ?3)
+			ON CONFLICT (sender, client_id) DO NOTHING`},
 		{&w.messageByClient, selectMessage + ` WHERE sender = ? AND client_id = ?`},
 		{&w.accountExists, `SELECT 1 FROM accounts WHERE phone = ?`},
-		{&w.ackDelete, `DELETE FROM queue
-			WHERE recipient = ?1 AND seq IN (SELECT value FROM json_each(?2))
-			RETURNING kind, message_id`},
-		{&w.ackDeliver, `UPDATE messages SET delivered_at = ?1
-			WHERE id IN (SELECT value FROM json_each(?2)) AND delivered_at IS NULL
-			RETURNING sender`},
+		// A pending message whose read_at is set was marked read before this ack, which already set
+		// delivered_at and queued its delivered receipt; for the others the ack delivers it now.
+		{&w.ackMessages, `UPDATE messages SET pending = 0, delivered_at = coalesce(delivered_at, ?1)
+			WHERE recipient = ?2 AND pending = 1 AND id IN (SELECT value FROM json_each(?3))
+			RETURNING id, sender, read_at IS NULL`},
+		{&w.ackReceipts, `DELETE FROM receipts
+			WHERE recipient = ?1 AND seq IN (SELECT value FROM json_each(?2))`},
+		// ?2 is a JSON array of [recipient, seq, message_id, type] (receiptList).
+		{&w.insertReceipts, `INSERT INTO receipts (recipient, seq, message_id, type, at)
+			SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1 FROM json_each(?2)`},
+		// pending = 1 (not acked yet) means delivered_at was NULL: the read also delivers it.
 		{&w.markRead, `UPDATE messages SET read_at = ?1, delivered_at = coalesce(delivered_at, ?1)
 			WHERE id IN (SELECT value FROM json_each(?2)) AND recipient = ?3 AND read_at IS NULL
-			RETURNING sender`},
+			RETURNING id, sender, pending`},
+		{&w.saveNextSeq, `UPDATE store_meta SET value = ?1 WHERE key = 'next_seq'`},
 
 		{&w.deviceOwner, `SELECT phone FROM accounts WHERE device_pub = ?`},
 		{&w.upsertAccount, `INSERT INTO accounts (phone, business, display_name, device_pub, created_at)
@@ -85,6 +94,42 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		*p.st = st
 		w.all = append(w.all, st)
 	}
+	return nil
+}
+
+// loadNextSeq reads the counter of ids and seqs (at Open, before the writer starts). It also looks at
+// the largest id and seq stored, so that no value in use is handed out again whatever the counter
+// says.
+func (w *writeStmts) loadNextSeq(ctx context.Context) error {
+	err := w.conn.QueryRowContext(ctx, `SELECT max(
+		(SELECT value FROM store_meta WHERE key = 'next_seq'),
+		coalesce((SELECT max(id) FROM messages), 0) + 1,
+		coalesce((SELECT max(seq) FROM receipts), 0) + 1)`).Scan(&w.nextSeq)
+	if err != nil {
+		return fmt.Errorf("store: read the id counter: %w", err)
+	}
+	w.savedSeq = 0 // written with the first transaction that uses it
+	return nil
+}
+
+// takeSeq hands out the next id or seq (writer).
+func (w *writeStmts) takeSeq() int64 {
+	v := w.nextSeq
+	w.nextSeq++
+	return v
+}
+
+// writeNextSeq records the counter in the transaction about to commit, if it moved (the writer's
+// BeforeCommit). If that COMMIT fails, the values it handed out were stored nowhere, so the counter
+// on disk being behind them is harmless; the next transaction that takes one writes it again.
+func (w *writeStmts) writeNextSeq() error {
+	if w.nextSeq == w.savedSeq {
+		return nil
+	}
+	if _, err := w.saveNextSeq.ExecContext(bg, w.nextSeq); err != nil {
+		return fmt.Errorf("store: save the id counter: %w", err)
+	}
+	w.savedSeq = w.nextSeq
 	return nil
 }
 

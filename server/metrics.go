@@ -21,6 +21,7 @@ type Metrics struct {
 	messages         *prometheus.CounterVec // event
 	closes           *prometheus.CounterVec // reason
 	probesHeld       prometheus.Gauge
+	deliveries       *prometheus.CounterVec // source
 }
 
 // NewMetrics creates the server metrics in reg (a new registry when nil).
@@ -63,8 +64,12 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 			Name: "chatd_probes_held",
 			Help: "Probe connections held open now at the client's request (ClientHello.probe_hold_ms); not counted in chatd_connections.",
 		}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "chatd_deliveries_sent_total",
+			Help: "Deliveries (messages and receipts) sent to sessions, by where the session got them: handed_over (from the store's writer as it committed them: the session had read its queue to the end) or read (from the store's queue: after login, after falling behind).",
+		}, []string{"source"}),
 	}
-	reg.MustRegister(m.accepted, m.connections, m.handshakes, m.handshakeSeconds, m.logins, m.messages, m.closes, m.probesHeld)
+	reg.MustRegister(m.accepted, m.connections, m.handshakes, m.handshakeSeconds, m.logins, m.messages, m.closes, m.probesHeld, m.deliveries)
 	return m
 }
 

@@ -109,11 +109,12 @@ var ErrServerClosed = errors.New("server: closed")
 // Server is the chat server. Create it with New.
 type Server struct {
 	// Static after construction.
-	cfg     Config
-	log     *slog.Logger
-	metrics *Metrics
-	now     func() time.Time
-	events  messageEvents // the chatd_messages_total counters, resolved once
+	cfg        Config
+	log        *slog.Logger
+	metrics    *Metrics
+	now        func() time.Time
+	events     messageEvents                                 // the chatd_messages_total counters, resolved once
+	deliveries struct{ handedOver, read prometheus.Counter } // chatd_deliveries_sent_total
 
 	known knownPhones // phones known to be registered accounts
 
@@ -193,6 +194,8 @@ func New(cfg Config) *Server {
 		s.now = time.Now
 	}
 	s.events = newMessageEvents(s.metrics)
+	s.deliveries.handedOver = s.metrics.deliveries.WithLabelValues("handed_over")
+	s.deliveries.read = s.metrics.deliveries.WithLabelValues("read")
 	if cfg.Store != nil {
 		registerStoreMetrics(s.metrics.Registry, cfg.Store)
 		s.metrics.registerQueueDepth(func() float64 {
@@ -310,17 +313,24 @@ func (s *Server) forget(sess *session) {
 	s.mu.Unlock()
 }
 
-// wake tells the live sessions of phones that their queues grew.
-func (s *Server) wake(phones ...string) {
-	if len(phones) == 0 {
+// handOver passes items just committed to their recipients' live sessions, which deliver them without
+// reading them back (session.handOver). The store's writer calls it from the writes' callbacks, in
+// commit order, so each session gets its items in seq order.
+func (s *Server) handOver(items ...store.Item) {
+	if len(items) == 0 {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, p := range phones {
-		if sess := s.sessions[p]; sess != nil {
-			sess.wakeWriter()
+	for i := 0; i < len(items); {
+		j := i + 1
+		for j < len(items) && items[j].Recipient == items[i].Recipient {
+			j++
 		}
+		if sess := s.sessions[items[i].Recipient]; sess != nil {
+			sess.handOver(items[i:j])
+		}
+		i = j
 	}
 }
 

@@ -497,3 +497,124 @@ func TestFromBusinessFlag(t *testing.T) {
 		t.Fatalf("from_business: customer saw %v, business saw %v", cust.rec.msgs[0].GetFromBusiness(), b.rec.msgs[0].GetFromBusiness())
 	}
 }
+
+// sendMany sends n messages from c to `to` over `par` concurrent senders, client ids prefix-0…, and
+// returns when every one is acknowledged.
+func sendMany(t *testing.T, c *testClient, to, prefix string, n, par int) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, par)
+	for p := range par {
+		wg.Go(func() {
+			for i := p; i < n; i += par {
+				if _, err := c.Send(ctxT(t), to, fmt.Sprint(prefix, i), text(fmt.Sprint(i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+// checkDeliveredOnce checks that rec got exactly n messages, each once, in server id order (the order
+// the server stored them in).
+func checkDeliveredOnce(t *testing.T, rec *recorder, n int) {
+	t.Helper()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.msgs) != n {
+		t.Fatalf("%d messages delivered, want %d", len(rec.msgs), n)
+	}
+	for i := 1; i < len(rec.msgs); i++ {
+		if a, b := rec.msgs[i-1].GetServerId(), rec.msgs[i].GetServerId(); a >= b {
+			t.Fatalf("delivery %d has server id %d after %d: out of order or twice", i, b, a)
+		}
+	}
+}
+
+// A session that has read its queue gets new deliveries handed over by the store's writer as they are
+// committed, without reading them back: messages and receipts alike, each once, in order.
+func TestLiveDeliveriesAreHandedOver(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.connect(t, ts.register(t, "15550000001"), nil)
+	bob := ts.connect(t, ts.register(t, "15550000002"), nil)
+	const n = 200
+	sendMany(t, alice, "15550000002", "h", n, 8)
+	bob.rec.waitFor(t, "all messages", func() bool { return len(bob.rec.msgs) >= n })
+	alice.rec.waitFor(t, "all receipts", func() bool { return len(alice.rec.receipts) >= n })
+	checkDeliveredOnce(t, bob.rec, n)
+	reg := ts.mtrcs.Registry
+	if read, handed := metric(t, reg, "chatd_deliveries_sent_total", "source", "read"),
+		metric(t, reg, "chatd_deliveries_sent_total", "source", "handed_over"); read != 0 || handed != 2*n {
+		t.Fatalf("deliveries read back %v, handed over %v; want 0 and %d (%d messages, %d receipts)", read, handed, 2*n, n, n)
+	}
+}
+
+// A session that logs in while messages keep being committed reads its queue and then takes over the
+// handed-over ones: nothing committed between the read and going live is lost or delivered twice.
+func TestDeliveriesDuringLoginOnceInOrder(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.connect(t, ts.register(t, "15550000001"), nil)
+	bobKey := ts.register(t, "15550000002")
+	const n = 600
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		sendMany(t, alice, "15550000002", "l", n, 4)
+	}()
+	waitUntil(t, "some messages stored", func() bool { return metric(t, ts.mtrcs.Registry, "chatd_messages_total", "event", "stored") >= 50 })
+	bob := ts.connect(t, bobKey, nil)
+	<-sent
+	bob.rec.waitFor(t, "all messages", func() bool { return len(bob.rec.msgs) >= n })
+	checkDeliveredOnce(t, bob.rec, n)
+	if handed := metric(t, ts.mtrcs.Registry, "chatd_deliveries_sent_total", "source", "handed_over"); handed == 0 {
+		t.Fatal("no delivery was handed over: the session never went live")
+	}
+}
+
+// A recipient whose window is small falls behind a fast sender: the handed-over items overflow and
+// the session goes back to reading its queue, still delivering each message once, in order.
+func TestHandoverOverflowFallsBackToQueue(t *testing.T) {
+	ts := startServer(t, func(c *server.Config) { c.MaxInflight = 2 })
+	alice := ts.connect(t, ts.register(t, "15550000001"), nil)
+	bob := ts.connect(t, ts.register(t, "15550000002"), nil)
+	const n = 1000
+	sendMany(t, alice, "15550000002", "o", n, 16)
+	bob.rec.waitFor(t, "all messages", func() bool { return len(bob.rec.msgs) >= n })
+	checkDeliveredOnce(t, bob.rec, n)
+	if read := metric(t, ts.mtrcs.Registry, "chatd_deliveries_sent_total", "source", "read"); read == 0 {
+		t.Fatal("no delivery was read back: the overflow path did not run")
+	}
+}
+
+// An item committed while a session reads its queue (after the read's snapshot, before it goes live)
+// is handed over and delivered, not lost between the two.
+func TestItemCommittedDuringQueueReadIsDelivered(t *testing.T) {
+	ts := startServer(t, nil)
+	alice := ts.connect(t, ts.register(t, "15550000001"), nil)
+	bobKey := ts.register(t, "15550000002")
+	if _, err := alice.Send(ctxT(t), "15550000002", "before", text("queued before login")); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	restore := server.SetAfterQueueRead(func(phone string) {
+		if phone != "15550000002" {
+			return
+		}
+		once.Do(func() {
+			// Bob's writer has read the queue (one message) and waits for this to return.
+			if _, err := alice.Send(ctxT(t), "15550000002", "during", text("committed during the read")); err != nil {
+				t.Error(err)
+			}
+		})
+	})
+	defer restore()
+	bob := ts.connect(t, bobKey, nil)
+	bob.rec.waitFor(t, "both messages", func() bool { return len(bob.rec.msgs) >= 2 })
+	checkDeliveredOnce(t, bob.rec, 2)
+}

@@ -10,7 +10,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -42,8 +44,10 @@ import (
 //     that needs no write (an INVALID or UNKNOWN_RECIPIENT SendAck) keeps its place too: it goes
 //     straight to s.replies only when no write of the session is pending, and otherwise through a
 //     pipeline barrier behind them (replyInOrder).
-//   - wakes the sessions whose queues grew (the recipient of a stored message, the senders of
-//     receipts), after the commit.
+//   - hands the items the write queued (the stored message, the receipts) to the sessions of their
+//     recipients, after the commit (Server.handOver). A session that has read its queue to the end
+//     delivers them as they come, without reading them back from the store; one that has not yet
+//     (after login, after falling behind its window) is woken and reads the queue (appendPending).
 //   - on a store failure, closes the session with INTERNAL_ERROR and sends no reply. The pipeline
 //     makes its writes take effect as a prefix: every later write of the session fails without
 //     running, so messages are stored in the order of the Sends even when the client resends after
@@ -126,9 +130,17 @@ type session struct {
 
 	lastSeq int64 // the last delivery sent on this connection; owned by the running writer
 
+	// Deliveries handed over by the store's writer (see handOver): while handoff is not handoffOff,
+	// the items queued for this account are appended to ready as they are committed, in seq order.
+	// Guarded by mu.
+	ready []store.Item
+
 	// The fields are ordered to pack: an idle session's struct is one of its larger allocations.
 	mu       sync.Mutex
 	storeOps int32               // store writes submitted and not yet called back; guarded by mu
+	business bool                // the account is a business (set at login; read-only afterwards)
+	handoff  handoffState        // guarded by mu
+	lost     bool                // an item was not kept in ready during a handoffQuery; guarded by mu
 	closed   bool                // close was called; guarded by mu
 	fetch    bool                // the writer is to fetch pending deliveries; guarded by mu
 	wstate   writerState         // guarded by mu
@@ -157,6 +169,23 @@ const (
 	writerRunning                      // a writer runs (a goroutine, or the reader in writeInline) and owns the writes
 	writerDone                         // the last writer ended the session and closed nc
 )
+
+// handoffState says whether a session takes the deliveries the store's writer hands over (handOver)
+// instead of reading them back with Pending.
+type handoffState uint8
+
+const (
+	handoffOff   handoffState = iota // handed-over items only wake the writer, which reads the queue
+	handoffQuery                     // the writer is reading the queue; items committed meanwhile are kept in ready
+	handoffLive                      // the writer has read everything: ready holds every item queued since
+)
+
+// readyCap bounds s.ready. A recipient whose queue grows faster than its window lets it deliver
+// drops back to reading the queue (handoffOff).
+const readyCap = 256
+
+// readyKeep is the capacity of s.ready an idle writer keeps (items are a few hundred bytes each).
+const readyKeep = 4
 
 // outqCap bounds s.outq: a reader with that many unordered replies not yet taken by the writer waits,
 // so a client that sends pings and never reads stops being read.
@@ -269,7 +298,28 @@ func (s *session) claimWriterLocked() bool {
 // wakeWriter has the writer fetch the account's pending deliveries: the queue may have grown or the
 // in-flight window opened.
 func (s *session) wakeWriter() {
+	s.handOver(nil)
+}
+
+// handOver gives the session items just committed to its account's queue (in seq order, after every
+// item handed over before) and wakes the writer to deliver them. The store's writer calls it (through
+// Server.handOver), so it only appends under the lock. Items arriving while the session does not take
+// them (handoffOff) are dropped: the writer finds them with Pending.
+func (s *session) handOver(items []store.Item) {
 	s.mu.Lock()
+	if s.handoff != handoffOff && len(items) > 0 {
+		if len(s.ready)+len(items) > readyCap {
+			clear(s.ready)
+			s.ready = s.ready[:0]
+			if s.handoff == handoffLive {
+				s.handoff = handoffOff
+			} else {
+				s.lost = true
+			}
+		} else {
+			s.ready = append(s.ready, items...)
+		}
+	}
 	s.fetch = true
 	start := s.claimWriterLocked()
 	s.mu.Unlock()
@@ -389,6 +439,7 @@ func (s *session) handshake() error {
 	}
 
 	s.phone = acct.Phone
+	s.business = acct.Business
 	s.id = newSessionID()
 	s.pingInterval = clampPing(time.Duration(hello.GetPingIntervalMs())*time.Millisecond, cfg.MinPingInterval)
 	s.srv.known.add(acct.Phone) // pipe and slots come with the first request (acquire), inflight with the first delivery
@@ -859,7 +910,9 @@ func (s *session) handleSend(ctx context.Context, m *chatdpb.Send) error {
 			s.srv.events.stored.Inc()
 			ack.Status, ack.ServerId, ack.TimestampMs = chatdpb.SendAck_STORED, uint64(saved.ID), saved.CreatedAt.UnixMilli()
 			s.srv.known.add(to)
-			s.srv.wake(to)
+			it := saved.Item()
+			it.Message.FromBusiness = s.business
+			s.srv.handOver(it)
 		}
 		s.finishOp("send: save", env, err)
 	})
@@ -882,10 +935,10 @@ func (s *session) handleAck(ctx context.Context, seqs []uint64) error {
 		ids[i] = int64(q)
 	}
 	s.beginOp()
-	err := s.pipe.AckBatchAsync(ctx, s.phone, ids, func(notify []string, err error) {
+	err := s.pipe.AckBatchAsync(ctx, s.phone, ids, func(queued []store.Item, err error) {
 		if err == nil {
 			s.srv.events.delivered.Add(float64(len(seqs)))
-			s.srv.wake(notify...)
+			s.srv.handOver(queued...)
 			// The window opens only once the acks are durable.
 			s.mu.Lock()
 			wasFull := len(s.inflight) >= s.srv.cfg.MaxInflight
@@ -919,10 +972,14 @@ func (s *session) handleMarkRead(ctx context.Context, m *chatdpb.MarkRead) error
 	}
 	reply := &chatdpb.Envelope{Body: &chatdpb.Envelope_MarkReadAck{MarkReadAck: &chatdpb.MarkReadAck{RequestId: m.GetRequestId()}}}
 	s.beginOp()
-	err := s.pipe.MarkReadAsync(ctx, s.phone, ids, func(notify []string, err error) {
+	err := s.pipe.MarkReadAsync(ctx, s.phone, ids, func(queued []store.Item, err error) {
 		if err == nil {
-			s.srv.events.read.Add(float64(len(notify)))
-			s.srv.wake(notify...)
+			for _, it := range queued {
+				if it.Receipt.Type == store.ReceiptRead {
+					s.srv.events.read.Inc()
+				}
+			}
+			s.srv.handOver(queued...)
 		}
 		s.finishOp("mark read", reply, err)
 	})
@@ -1179,6 +1236,9 @@ func (s *session) idleLocked() {
 		s.idleNext = false
 		s.conn.ReleaseWrite()
 		s.outq, s.replies = nil, nil
+		if len(s.ready) == 0 {
+			s.ready = nil
+		}
 		if len(s.inflight) == 0 {
 			s.inflight = nil // a map keeps its buckets when emptied
 		}
@@ -1186,6 +1246,9 @@ func (s *session) idleLocked() {
 	}
 	if cap(s.replies) > idleKeep {
 		s.replies = nil
+	}
+	if len(s.ready) == 0 && cap(s.ready) > readyKeep {
+		s.ready = nil
 	}
 	if cap(s.outq) > idleKeep {
 		s.outq = nil
@@ -1211,31 +1274,65 @@ func (s *session) appendReplies(wb *writeBuf, rs []*chatdpb.Envelope) error {
 }
 
 // appendPending appends the deliveries after s.lastSeq that fit in the in-flight window (writer).
+//
+// A session that has read its queue to the end delivers what the store's writer hands over
+// (handoffLive): the items just committed, without reading them back. Otherwise it reads the queue
+// with Pending, and from the moment it starts reading keeps what is handed over (handoffQuery): an
+// item committed after the read's snapshot is handed over after it, so once a read comes back short of
+// its limit with nothing dropped, ready holds everything the read did not see (and perhaps some it
+// did: items at or below lastSeq are skipped) and the session goes live.
 func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 	s.mu.Lock()
 	room := s.srv.cfg.MaxInflight - len(s.inflight)
-	s.mu.Unlock()
 	if room <= 0 {
+		s.mu.Unlock()
 		return buf, scratch, nil // handleAck wakes a writer when the window opens
 	}
 	limit := min(room, fetchLimit)
-	items, err := s.srv.cfg.Store.Pending(context.Background(), s.phone, s.lastSeq, limit)
-	if err != nil {
-		return buf, scratch, err
+	var items []store.Item
+	if s.handoff == handoffLive {
+		items = s.takeReadyLocked(limit)
+		if len(s.ready) > 0 {
+			s.fetch = true // the window or the batch limit stopped us: more next round
+		}
+		s.srv.deliveries.handedOver.Add(float64(len(items)))
+	} else {
+		s.handoff, s.lost = handoffQuery, false
+		clear(s.ready)
+		s.ready = s.ready[:0]
+		s.mu.Unlock()
+		var err error
+		items, err = s.srv.cfg.Store.Pending(context.Background(), s.phone, s.lastSeq, limit)
+		if f := afterQueueRead.Load(); f != nil {
+			(*f)(s.phone)
+		}
+		s.mu.Lock()
+		if err != nil {
+			s.handoff = handoffOff
+			s.mu.Unlock()
+			return buf, scratch, err
+		}
+		s.srv.deliveries.read.Add(float64(len(items)))
+		switch {
+		case len(items) == limit:
+			s.fetch = true // there may be more: this writer reads again
+		case !s.lost:
+			s.handoff = handoffLive
+			if len(s.ready) > 0 {
+				s.fetch = true
+			}
+		}
 	}
 	if len(items) > 0 {
-		s.mu.Lock()
 		if s.inflight == nil {
 			s.inflight = make(map[uint64]struct{}, len(items))
 		}
 		for _, it := range items {
 			s.inflight[uint64(it.Seq)] = struct{}{}
 		}
-		if len(items) == limit {
-			s.fetch = true // there may be more: this writer fetches again
-		}
-		s.mu.Unlock()
 	}
+	s.mu.Unlock()
+	var err error
 	for _, it := range items {
 		if buf, scratch, err = s.conn.AppendEnvelope(buf, scratch, deliverEnvelope(it)); err != nil {
 			return buf, scratch, err
@@ -1243,6 +1340,24 @@ func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 		s.lastSeq = it.Seq
 	}
 	return buf, scratch, nil
+}
+
+// afterQueueRead, when set (by tests), is called by the writer right after it has read the queue,
+// without s.mu held.
+var afterQueueRead atomic.Pointer[func(phone string)]
+
+// takeReadyLocked takes up to limit items after s.lastSeq from the front of s.ready (writer, s.mu held).
+func (s *session) takeReadyLocked(limit int) []store.Item {
+	i := 0
+	for i < len(s.ready) && s.ready[i].Seq <= s.lastSeq {
+		i++ // read by the query that preceded going live
+	}
+	n := min(limit, len(s.ready)-i)
+	items := slices.Clone(s.ready[i : i+n])
+	rest := copy(s.ready, s.ready[i+n:])
+	clear(s.ready[rest:])
+	s.ready = s.ready[:rest]
+	return items
 }
 
 // writeClose ends a closed session (the last writer): unless the connection is lost or its write

@@ -82,6 +82,12 @@ func (p *Pipeline) SaveMessageAsync(ctx context.Context, m Message, check Recipi
 	})
 }
 
+// Item is the delivery item that saving m queued for m.To: its Seq is the message id. FromBusiness
+// is the caller's to set (Pending joins it from the sender's account).
+func (m Message) Item() Item {
+	return Item{Seq: m.ID, Recipient: m.To, Kind: ItemMessage, Message: m}
+}
+
 func checkMessage(m Message) error {
 	if m.From == "" || m.To == "" || m.ClientID == "" {
 		return fmt.Errorf("%w: message needs From, To and ClientID", ErrInvalidArgument)

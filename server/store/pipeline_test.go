@@ -1,10 +1,13 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"runtime"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -220,7 +223,7 @@ func TestPipelineBrokenAfterFailure(t *testing.T) {
 	r3 := saveAsync(t, p, msgOf(phone(1), phone(2), "c"), TrustRecipient)
 	r4 := saveAsync(t, other, msgOf(phone(3), phone(2), "d"), TrustRecipient)
 	acked := make(chan error, 1)
-	if err := p.AckBatchAsync(context.Background(), phone(2), []int64{1}, func(_ []string, err error) { acked <- err }); err != nil {
+	if err := p.AckBatchAsync(context.Background(), phone(2), []int64{1}, func(_ []Item, err error) { acked <- err }); err != nil {
 		t.Fatal(err)
 	}
 	waitQueued(t, s, 5)
@@ -247,7 +250,8 @@ func TestPipelineBrokenAfterFailure(t *testing.T) {
 }
 
 // TestPipelineAckAndRead: AckBatchAsync and MarkReadAsync do what AckBatch and MarkRead do, in
-// pipeline order, and report whom to wake.
+// pipeline order, and hand their callbacks the receipt items they queued: exactly the items Pending
+// returns for them afterwards (the server delivers these without reading them back).
 func TestPipelineAckAndRead(t *testing.T) {
 	s, _ := openTest(t)
 	m1 := save(t, s, phone(1), phone(2), "a")
@@ -255,35 +259,48 @@ func TestPipelineAckAndRead(t *testing.T) {
 	items := pending(t, s, phone(2))
 	p := s.NewPipeline()
 	type res struct {
-		notify []string
+		queued []Item
 		err    error
 	}
 	ack, read, empty := make(chan res, 1), make(chan res, 1), make(chan res, 1)
 	ctx := context.Background()
-	if err := p.AckBatchAsync(ctx, phone(2), []int64{items[0].Seq}, func(n []string, err error) { ack <- res{n, err} }); err != nil {
+	if err := p.AckBatchAsync(ctx, phone(2), []int64{items[0].Seq}, func(q []Item, err error) { ack <- res{q, err} }); err != nil {
 		t.Fatal(err)
 	}
 	// m1 was acked just before in the same pipeline: only its read receipt; m2 gets both.
-	if err := p.MarkReadAsync(ctx, phone(2), []int64{m2.ID, m1.ID, m1.ID}, func(n []string, err error) { read <- res{n, err} }); err != nil {
+	if err := p.MarkReadAsync(ctx, phone(2), []int64{m2.ID, m1.ID, m1.ID}, func(q []Item, err error) { read <- res{q, err} }); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.AckBatchAsync(ctx, phone(2), nil, func(n []string, err error) { empty <- res{n, err} }); err != nil {
+	if err := p.AckBatchAsync(ctx, phone(2), nil, func(q []Item, err error) { empty <- res{q, err} }); err != nil {
 		t.Fatal(err)
 	}
-	if r := <-ack; r.err != nil || len(r.notify) != 1 || r.notify[0] != phone(1) {
-		t.Fatalf("ack: %+v", r)
+	ra, rr, re := <-ack, <-read, <-empty
+	if ra.err != nil || fmt.Sprint(Recipients(ra.queued)) != fmt.Sprint([]string{phone(1)}) {
+		t.Fatalf("ack: %+v", ra)
 	}
-	if r := <-read; r.err != nil || len(r.notify) != 2 || r.notify[0] != phone(1) || r.notify[1] != phone(3) {
-		t.Fatalf("read: %+v", r)
+	if rr.err != nil || fmt.Sprint(Recipients(rr.queued)) != fmt.Sprint([]string{phone(1), phone(3)}) {
+		t.Fatalf("read: %+v", rr)
 	}
-	if r := <-empty; r.err != nil || r.notify != nil {
-		t.Fatalf("empty ack: %+v", r)
+	if re.err != nil || re.queued != nil {
+		t.Fatalf("empty ack: %+v", re)
 	}
-	if got := describe(pending(t, s, phone(1))); fmt.Sprint(got) != fmt.Sprintf("[r:delivered:%d r:read:%d]", m1.ID, m1.ID) {
+	p1, p3 := pending(t, s, phone(1)), pending(t, s, phone(3))
+	if got := describe(p1); fmt.Sprint(got) != fmt.Sprintf("[r:delivered:%d r:read:%d]", m1.ID, m1.ID) {
 		t.Fatalf("sender 1 queue %v", got)
 	}
-	if got := describe(pending(t, s, phone(3))); fmt.Sprint(got) != fmt.Sprintf("[r:delivered:%d r:read:%d]", m2.ID, m2.ID) {
+	if got := describe(p3); fmt.Sprint(got) != fmt.Sprintf("[r:delivered:%d r:read:%d]", m2.ID, m2.ID) {
 		t.Fatalf("sender 3 queue %v", got)
+	}
+	// A saved message's Item is what Pending returns for it (the sender is not a business).
+	m3 := save(t, s, phone(1), phone(4), "c")
+	if got := pending(t, s, phone(4)); len(got) != 1 || !reflect.DeepEqual(got[0], m3.Item()) {
+		t.Fatalf("saved message's Item\n%+v\nPending returns\n%+v", m3.Item(), got)
+	}
+	handed := append(slices.Clone(ra.queued), rr.queued...)
+	stored := append(p1, p3...)
+	slices.SortFunc(stored, func(a, b Item) int { return cmp.Compare(a.Seq, b.Seq) })
+	if !reflect.DeepEqual(handed, stored) {
+		t.Fatalf("callbacks handed over\n%+v\nPending returns\n%+v", handed, stored)
 	}
 }
 
@@ -412,7 +429,7 @@ func benchLifecycle(b *testing.B, pairs, window int) {
 						}
 						acked := make(chan error, 1)
 						if err := who.pipe.AckBatchAsync(ctx, who.phone, seqs(items),
-							func(_ []string, err error) { acked <- err }); err != nil {
+							func(_ []Item, err error) { acked <- err }); err != nil {
 							b.Error(err)
 							return
 						}

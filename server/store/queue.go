@@ -162,57 +162,70 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 	if len(seqs) == 0 {
 		return nil, nil
 	}
-	var n notifier
-	if err := s.exec(ctx, s.ackOp(recipient, seqs, &n)); err != nil {
+	var queued []Item
+	if err := s.exec(ctx, s.ackOp(recipient, seqs, &queued)); err != nil {
 		return nil, err
 	}
-	return n.list, nil
+	return Recipients(queued), nil
 }
 
-// AckBatchAsync is AckBatch through the pipeline: done(notify, err) runs
-// after the COMMIT (see Pipeline). An empty seqs writes nothing; done still
-// runs in pipeline order.
+// AckBatchAsync is AckBatch through the pipeline: done(queued, err) runs
+// after the COMMIT (see Pipeline) with the receipt items the ack queued, in
+// Seq order (Recipients(queued) is AckBatch's notify). An empty seqs writes
+// nothing; done still runs in pipeline order.
 func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []int64,
-	done func(notify []string, err error)) error {
+	done func(queued []Item, err error)) error {
 	if len(seqs) == 0 {
 		return p.Barrier(ctx, func(err error) { done(nil, err) })
 	}
-	n := new(notifier)
-	return p.submit(ctx, p.s.ackOp(recipient, slices.Clone(seqs), n), func(err error) {
+	queued := new([]Item)
+	return p.submit(ctx, p.s.ackOp(recipient, slices.Clone(seqs), queued), func(err error) {
 		if err != nil {
 			done(nil, err)
 			return
 		}
-		done(n.list, nil)
+		done(*queued, nil)
 	})
 }
 
-// ackOp is the write operation of AckBatch; it adds the senders to wake to n. The seqs may name
+// Recipients lists the recipients of items without duplicates, in order of first appearance: the
+// phones whose sessions a write that queued items should wake.
+func Recipients(items []Item) []string {
+	var ps []string
+	for _, it := range items {
+		if !slices.Contains(ps, it.Recipient) { // a write queues for few distinct phones
+			ps = append(ps, it.Recipient)
+		}
+	}
+	return ps
+}
+
+// ackOp is the write operation of AckBatch; it sets *queued to the receipts it queues. The seqs may name
 // messages (their ids) and receipts alike: one statement dequeues the messages among them and returns
 // the ones this ack delivers, one deletes the receipts among them, and one queues the delivered
 // receipts, in message id order.
-func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *writeStmts) error {
+func (s *Store) ackOp(recipient string, seqs []int64, queued *[]Item) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
-		*n = notifier{} // empty if a batch is ever retried
+		*queued = nil // empty if a batch is ever retried
 		list := sqlitedb.IDList(seqs)
 		now := s.now().UnixNano()
 		rows, err := w.ackMessages.QueryContext(bg, now, recipient, list)
 		if err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
-		var rl receiptList
+		rl := receiptList{by: recipient}
 		for rows.Next() {
 			var (
-				mid       int64
-				sender    string
+				r         pendingReceipt
 				delivered bool
 			)
-			if err := rows.Scan(&mid, &sender, &delivered); err != nil {
+			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &delivered); err != nil {
 				rows.Close()
 				return fmt.Errorf("store: ack: %w", err)
 			}
 			if delivered {
-				rl.add(sender, mid, ReceiptDelivered)
+				r.typ = ReceiptDelivered
+				rl.rs = append(rl.rs, r)
 			}
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
@@ -221,7 +234,7 @@ func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *write
 		if _, err := w.ackReceipts.ExecContext(bg, recipient, list); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
-		if err := rl.insert(w, now, n); err != nil {
+		if *queued, err = rl.insert(w, now); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
 		return nil
@@ -230,25 +243,25 @@ func (s *Store) ackOp(recipient string, seqs []int64, n *notifier) func(w *write
 
 // receiptList collects the receipts an operation queues, to insert them with one statement.
 type receiptList struct {
+	by string // the messages' recipient
 	rs []pendingReceipt
 }
 
 type pendingReceipt struct {
-	to  string // the message's sender
-	mid int64
-	typ ReceiptType
-}
-
-func (l *receiptList) add(to string, mid int64, typ ReceiptType) {
-	l.rs = append(l.rs, pendingReceipt{to, mid, typ})
+	to       string // the message's sender, who gets the receipt
+	mid      int64
+	clientID string
+	typ      ReceiptType
 }
 
 // insert queues the receipts in message id order (a message's delivered receipt before its read
-// receipt), each with a new seq, and adds their recipients to n.
-func (l *receiptList) insert(w *writeStmts, at int64, n *notifier) error {
+// receipt), each with a new seq, and returns them as items.
+func (l *receiptList) insert(w *writeStmts, at int64) ([]Item, error) {
 	if len(l.rs) == 0 {
-		return nil
+		return nil, nil
 	}
+	when := time.Unix(0, at).UTC()
+	items := make([]Item, len(l.rs))
 	slices.SortStableFunc(l.rs, func(a, b pendingReceipt) int { return cmp.Compare(a.mid, b.mid) })
 	b := make([]byte, 0, 48*len(l.rs))
 	b = append(b, '[')
@@ -259,17 +272,21 @@ func (l *receiptList) insert(w *writeStmts, at int64, n *notifier) error {
 		b = append(b, '[')
 		b = appendJSONString(b, r.to)
 		b = append(b, ',')
-		b = strconv.AppendInt(b, w.takeSeq(), 10)
+		seq := w.takeSeq()
+		items[i] = Item{Seq: seq, Recipient: r.to, Kind: ItemReceipt, Receipt: Receipt{
+			MessageID: r.mid, ClientID: r.clientID, Type: r.typ, By: l.by, At: when}}
+		b = strconv.AppendInt(b, seq, 10)
 		b = append(b, ',')
 		b = strconv.AppendInt(b, r.mid, 10)
 		b = append(b, ',')
 		b = strconv.AppendInt(b, int64(r.typ), 10)
 		b = append(b, ']')
-		n.add(r.to)
 	}
 	b = append(b, ']')
-	_, err := w.insertReceipts.ExecContext(bg, at, string(b))
-	return err
+	if _, err := w.insertReceipts.ExecContext(bg, at, string(b)); err != nil {
+		return nil, err
+	}
+	return items, nil
 }
 
 // appendJSONString appends s as a JSON string. Phones are digits; anything else goes through
@@ -299,29 +316,29 @@ func (s *Store) MarkRead(ctx context.Context, reader string, ids []int64) (notif
 	if len(ids) == 0 {
 		return nil, nil
 	}
-	var n notifier
-	if err := s.exec(ctx, s.readOp(reader, ids, &n)); err != nil {
+	var queued []Item
+	if err := s.exec(ctx, s.readOp(reader, ids, &queued)); err != nil {
 		return nil, err
 	}
-	return n.list, nil
+	return Recipients(queued), nil
 }
 
-// MarkReadAsync is MarkRead through the pipeline: done(notify, err) runs after
-// the COMMIT (see Pipeline). An empty ids writes nothing; done still runs in
-// pipeline order.
+// MarkReadAsync is MarkRead through the pipeline: done(queued, err) runs after
+// the COMMIT (see Pipeline) with the receipt items it queued, in Seq order. An
+// empty ids writes nothing; done still runs in pipeline order.
 func (p *Pipeline) MarkReadAsync(ctx context.Context, reader string, ids []int64,
-	done func(notify []string, err error)) error {
+	done func(queued []Item, err error)) error {
 	ids = readIDs(ids)
 	if len(ids) == 0 {
 		return p.Barrier(ctx, func(err error) { done(nil, err) })
 	}
-	n := new(notifier)
-	return p.submit(ctx, p.s.readOp(reader, ids, n), func(err error) {
+	queued := new([]Item)
+	return p.submit(ctx, p.s.readOp(reader, ids, queued), func(err error) {
 		if err != nil {
 			done(nil, err)
 			return
 		}
-		done(n.list, nil)
+		done(*queued, nil)
 	})
 }
 
@@ -332,37 +349,38 @@ func readIDs(ids []int64) []int64 {
 	return slices.Compact(ids)
 }
 
-// readOp is the write operation of MarkRead; it adds the senders to wake to n. One statement marks the
+// readOp is the write operation of MarkRead; it sets *queued to the receipts it queues. One statement marks the
 // messages read and returns them; one queues their receipts: a delivered one first for a message not
 // acknowledged yet (still pending), then the read one.
-func (s *Store) readOp(reader string, ids []int64, n *notifier) func(w *writeStmts) error {
+func (s *Store) readOp(reader string, ids []int64, queued *[]Item) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
-		*n = notifier{}
+		*queued = nil
 		now := s.now().UnixNano()
 		rows, err := w.markRead.QueryContext(bg, now, sqlitedb.IDList(ids), reader)
 		if err != nil {
 			return fmt.Errorf("store: mark read: %w", err)
 		}
-		var rl receiptList
+		rl := receiptList{by: reader}
 		for rows.Next() {
 			var (
-				mid     int64
-				sender  string
+				r       pendingReceipt
 				pending bool
 			)
-			if err := rows.Scan(&mid, &sender, &pending); err != nil {
+			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &pending); err != nil {
 				rows.Close()
 				return fmt.Errorf("store: mark read: %w", err)
 			}
 			if pending {
-				rl.add(sender, mid, ReceiptDelivered)
+				r.typ = ReceiptDelivered
+				rl.rs = append(rl.rs, r)
 			}
-			rl.add(sender, mid, ReceiptRead)
+			r.typ = ReceiptRead
+			rl.rs = append(rl.rs, r)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return fmt.Errorf("store: mark read: %w", err)
 		}
-		if err := rl.insert(w, now, n); err != nil {
+		if *queued, err = rl.insert(w, now); err != nil {
 			return fmt.Errorf("store: mark read: %w", err)
 		}
 		return nil

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"sync/atomic"
 	"time"
 
@@ -184,32 +183,4 @@ func validPhone(p string) bool {
 		}
 	}
 	return true
-}
-
-// notifier collects the phones whose queue grew: no duplicates, in order of
-// first enqueue.
-type notifier struct {
-	list []string
-}
-
-func (n *notifier) add(p string) {
-	if !slices.Contains(n.list, p) { // a batch wakes few distinct phones
-		n.list = append(n.list, p)
-	}
-}
-
-// collect adds the phones in the first column of rows (a statement's RETURNING) and closes rows.
-func (n *notifier) collect(rows *sql.Rows, err error) error {
-	if err != nil {
-		return err
-	}
-	for rows.Next() {
-		var p string
-		if err := rows.Scan(&p); err != nil {
-			rows.Close()
-			return err
-		}
-		n.add(p)
-	}
-	return errors.Join(rows.Err(), rows.Close())
 }

@@ -60,7 +60,7 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		// delivered_at and queued its delivered receipt; for the others the ack delivers it now.
 		{&w.ackMessages, `UPDATE messages SET pending = 0, delivered_at = coalesce(delivered_at, ?1)
 			WHERE recipient = ?2 AND pending = 1 AND id IN (SELECT value FROM json_each(?3))
-			RETURNING id, sender, read_at IS NULL`},
+			RETURNING id, sender, client_id, read_at IS NULL`},
 		{&w.ackReceipts, `DELETE FROM receipts
 			WHERE recipient = ?1 AND seq IN (SELECT value FROM json_each(?2))`},
 		// ?2 is a JSON array of [recipient, seq, message_id, type] (receiptList).
@@ -69,7 +69,7 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 		// pending = 1 (not acked yet) means delivered_at was NULL: the read also delivers it.
 		{&w.markRead, `UPDATE messages SET read_at = ?1, delivered_at = coalesce(delivered_at, ?1)
 			WHERE id IN (SELECT value FROM json_each(?2)) AND recipient = ?3 AND read_at IS NULL
-			RETURNING id, sender, pending`},
+			RETURNING id, sender, client_id, pending`},
 		{&w.saveNextSeq, `UPDATE store_meta SET value = ?1 WHERE key = 'next_seq'`},
 
 		{&w.deviceOwner, `SELECT phone FROM accounts WHERE device_pub = ?`},

@@ -148,7 +148,7 @@ type session struct {
 	done     chan struct{}       // made when first waited on (doneLocked), closed by close; guarded by mu
 	outq     []*chatdpb.Envelope // unordered output for the writer, at most outqCap; guarded by mu
 	outRoom  chan struct{}       // made by the reader waiting for room in outq, closed by the writer; guarded by mu
-	inflight map[uint64]struct{} // deliveries sent and not acked (nil until the first); guarded by mu
+	inflight map[uint64]store.ItemKind // deliveries sent and not acked, by seq (nil until the first); guarded by mu
 	replies  []*chatdpb.Envelope // ordered replies waiting for the writer; guarded by mu
 }
 
@@ -930,12 +930,24 @@ func (s *session) handleAck(ctx context.Context, seqs []uint64) error {
 	if err := s.acquire(); err != nil {
 		return err
 	}
-	ids := make([]int64, len(seqs))
-	for i, q := range seqs {
-		ids[i] = int64(q)
+	// Sort the seqs by the kind of item they were delivered as, so that the store runs only the
+	// statements the kinds need. A seq not in flight (delivered on an earlier connection, or
+	// never) may be either.
+	var msgs, rcpts []int64
+	s.mu.Lock()
+	for _, q := range seqs {
+		switch s.inflight[q] {
+		case store.ItemMessage:
+			msgs = append(msgs, int64(q))
+		case store.ItemReceipt:
+			rcpts = append(rcpts, int64(q))
+		default:
+			msgs, rcpts = append(msgs, int64(q)), append(rcpts, int64(q))
+		}
 	}
+	s.mu.Unlock()
 	s.beginOp()
-	err := s.pipe.AckBatchAsync(ctx, s.phone, ids, func(queued []store.Item, err error) {
+	err := s.pipe.AckItemsAsync(ctx, s.phone, msgs, rcpts, func(queued []store.Item, err error) {
 		if err == nil {
 			s.srv.events.delivered.Add(float64(len(seqs)))
 			s.srv.handOver(queued...)
@@ -1325,10 +1337,10 @@ func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 	}
 	if len(items) > 0 {
 		if s.inflight == nil {
-			s.inflight = make(map[uint64]struct{}, len(items))
+			s.inflight = make(map[uint64]store.ItemKind, len(items))
 		}
 		for _, it := range items {
-			s.inflight[uint64(it.Seq)] = struct{}{}
+			s.inflight[uint64(it.Seq)] = it.Kind
 		}
 	}
 	s.mu.Unlock()

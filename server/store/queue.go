@@ -4,11 +4,9 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
@@ -163,7 +161,7 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 		return nil, nil
 	}
 	var queued []Item
-	if err := s.exec(ctx, s.ackOp(recipient, seqs, &queued)); err != nil {
+	if err := s.exec(ctx, s.ackOp(recipient, seqs, seqs, &queued)); err != nil {
 		return nil, err
 	}
 	return Recipients(queued), nil
@@ -175,11 +173,20 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 // nothing; done still runs in pipeline order.
 func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []int64,
 	done func(queued []Item, err error)) error {
-	if len(seqs) == 0 {
+	seqs = slices.Clone(seqs)
+	return p.AckItemsAsync(ctx, recipient, seqs, seqs, done)
+}
+
+// AckItemsAsync is AckBatchAsync for a caller that knows which of the acknowledged seqs are messages
+// and which receipts (a seq it cannot tell may be in both lists): a kind with no seqs costs no
+// statement. It keeps the slices until done.
+func (p *Pipeline) AckItemsAsync(ctx context.Context, recipient string, messages, receipts []int64,
+	done func(queued []Item, err error)) error {
+	if len(messages) == 0 && len(receipts) == 0 {
 		return p.Barrier(ctx, func(err error) { done(nil, err) })
 	}
 	queued := new([]Item)
-	return p.submit(ctx, p.s.ackOp(recipient, slices.Clone(seqs), queued), func(err error) {
+	return p.submit(ctx, p.s.ackOp(recipient, messages, receipts, queued), func(err error) {
 		if err != nil {
 			done(nil, err)
 			return
@@ -200,38 +207,38 @@ func Recipients(items []Item) []string {
 	return ps
 }
 
-// ackOp is the write operation of AckBatch; it sets *queued to the receipts it queues. The seqs may name
-// messages (their ids) and receipts alike: one statement dequeues the messages among them and returns
-// the ones this ack delivers, one deletes the receipts among them, and one queues the delivered
-// receipts, in message id order.
-func (s *Store) ackOp(recipient string, seqs []int64, queued *[]Item) func(w *writeStmts) error {
+// ackOp is the write operation of AckBatch; it sets *queued to the receipts it queues. msgs are the
+// acknowledged seqs that may be messages (their ids), rcpts those that may be receipts: one statement
+// dequeues the messages among msgs and returns the ones this ack delivers, one queues their delivered
+// receipts, in message id order, and one deletes the receipts among rcpts.
+func (s *Store) ackOp(recipient string, msgs, rcpts []int64, queued *[]Item) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
 		*queued = nil // empty if a batch is ever retried
-		list := sqlitedb.IDList(seqs)
+		if len(rcpts) > 0 {
+			if _, err := w.ackReceipts.ExecContext(bg, recipient, sqlitedb.IDList(rcpts)); err != nil {
+				return fmt.Errorf("store: ack: %w", err)
+			}
+		}
+		if len(msgs) == 0 {
+			return nil
+		}
 		now := s.now().UnixNano()
-		rows, err := w.ackMessages.QueryContext(bg, now, recipient, list)
+		rows, err := w.ackMessages.QueryContext(bg, now, recipient, sqlitedb.IDList(msgs))
 		if err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
 		rl := receiptList{by: recipient}
 		for rows.Next() {
-			var (
-				r         pendingReceipt
-				delivered bool
-			)
-			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &delivered); err != nil {
+			var r receiptFor
+			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &r.delivered); err != nil {
 				rows.Close()
 				return fmt.Errorf("store: ack: %w", err)
 			}
-			if delivered {
-				r.typ = ReceiptDelivered
-				rl.rs = append(rl.rs, r)
+			if r.delivered { // not read before the ack, which delivers it now
+				rl.ms = append(rl.ms, r)
 			}
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
-			return fmt.Errorf("store: ack: %w", err)
-		}
-		if _, err := w.ackReceipts.ExecContext(bg, recipient, list); err != nil {
 			return fmt.Errorf("store: ack: %w", err)
 		}
 		if *queued, err = rl.insert(w, now); err != nil {
@@ -241,66 +248,78 @@ func (s *Store) ackOp(recipient string, seqs []int64, queued *[]Item) func(w *wr
 	}
 }
 
-// receiptList collects the receipts an operation queues, to insert them with one statement.
+// receiptList collects the messages an operation queues receipts for, to insert them with one
+// statement per receipt type.
 type receiptList struct {
 	by string // the messages' recipient
-	rs []pendingReceipt
+	ms []receiptFor
 }
 
-type pendingReceipt struct {
-	to       string // the message's sender, who gets the receipt
-	mid      int64
-	clientID string
-	typ      ReceiptType
+// receiptFor is a message that gets a delivered receipt, a read receipt, or both (delivered first).
+type receiptFor struct {
+	mid             int64
+	to              string // the message's sender, who gets the receipts
+	clientID        string
+	delivered, read bool
 }
 
-// insert queues the receipts in message id order (a message's delivered receipt before its read
-// receipt), each with a new seq, and returns them as items.
+// insert queues the receipts in message id order, each with a new seq, and returns them as items in
+// seq order. The i-th message's delivered receipt gets seq base+stride·i, its read receipt the next
+// (stride is 2 when there are read receipts): the seqs the statement computes from the position in
+// the JSON list, the same as the items say.
+//
+// A delivered receipt is written for every message in the list when all of them get one (an ack),
+// and otherwise for those still pending (a read mark: messages not acknowledged yet).
 func (l *receiptList) insert(w *writeStmts, at int64) ([]Item, error) {
-	if len(l.rs) == 0 {
+	if len(l.ms) == 0 {
 		return nil, nil
 	}
-	when := time.Unix(0, at).UTC()
-	items := make([]Item, len(l.rs))
-	slices.SortStableFunc(l.rs, func(a, b pendingReceipt) int { return cmp.Compare(a.mid, b.mid) })
-	b := make([]byte, 0, 48*len(l.rs))
-	b = append(b, '[')
-	for i, r := range l.rs {
-		if i > 0 {
-			b = append(b, ',')
+	slices.SortFunc(l.ms, func(a, b receiptFor) int { return cmp.Compare(a.mid, b.mid) })
+	var nDelivered, nRead int
+	for _, m := range l.ms {
+		if m.delivered {
+			nDelivered++
 		}
-		b = append(b, '[')
-		b = appendJSONString(b, r.to)
-		b = append(b, ',')
-		seq := w.takeSeq()
-		items[i] = Item{Seq: seq, Recipient: r.to, Kind: ItemReceipt, Receipt: Receipt{
-			MessageID: r.mid, ClientID: r.clientID, Type: r.typ, By: l.by, At: when}}
-		b = strconv.AppendInt(b, seq, 10)
-		b = append(b, ',')
-		b = strconv.AppendInt(b, r.mid, 10)
-		b = append(b, ',')
-		b = strconv.AppendInt(b, int64(r.typ), 10)
-		b = append(b, ']')
+		if m.read {
+			nRead++
+		}
 	}
-	b = append(b, ']')
-	if _, err := w.insertReceipts.ExecContext(bg, at, string(b)); err != nil {
-		return nil, err
+	stride := 1
+	if nRead > 0 {
+		stride = 2
+	}
+	base := w.takeSeqs(stride * len(l.ms))
+	when := time.Unix(0, at).UTC()
+	items := make([]Item, 0, nDelivered+nRead)
+	ids := make([]int64, len(l.ms))
+	for i, m := range l.ms {
+		ids[i] = m.mid
+		seq := base + int64(stride*i)
+		if m.delivered {
+			items = append(items, Item{Seq: seq, Recipient: m.to, Kind: ItemReceipt, Receipt: Receipt{
+				MessageID: m.mid, ClientID: m.clientID, Type: ReceiptDelivered, By: l.by, At: when}})
+		}
+		if m.read {
+			items = append(items, Item{Seq: seq + 1, Recipient: m.to, Kind: ItemReceipt, Receipt: Receipt{
+				MessageID: m.mid, ClientID: m.clientID, Type: ReceiptRead, By: l.by, At: when}})
+		}
+	}
+	list := sqlitedb.IDList(ids)
+	if nDelivered > 0 {
+		onlyPending := 0
+		if nDelivered < len(l.ms) {
+			onlyPending = 1
+		}
+		if _, err := w.insertReceipts.ExecContext(bg, base, stride, int(ReceiptDelivered), at, list, onlyPending); err != nil {
+			return nil, err
+		}
+	}
+	if nRead > 0 { // every message of a read mark gets a read receipt
+		if _, err := w.insertReceipts.ExecContext(bg, base+1, stride, int(ReceiptRead), at, list, 0); err != nil {
+			return nil, err
+		}
 	}
 	return items, nil
-}
-
-// appendJSONString appends s as a JSON string. Phones are digits; anything else goes through
-// encoding/json.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			j, _ := json.Marshal(s)
-			return append(b, j...)
-		}
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
 
 // MarkRead marks messages addressed to reader as read (only those with ReadAt
@@ -362,20 +381,13 @@ func (s *Store) readOp(reader string, ids []int64, queued *[]Item) func(w *write
 		}
 		rl := receiptList{by: reader}
 		for rows.Next() {
-			var (
-				r       pendingReceipt
-				pending bool
-			)
-			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &pending); err != nil {
+			r := receiptFor{read: true}
+			// Still pending: not acknowledged, so not delivered either until now.
+			if err := rows.Scan(&r.mid, &r.to, &r.clientID, &r.delivered); err != nil {
 				rows.Close()
 				return fmt.Errorf("store: mark read: %w", err)
 			}
-			if pending {
-				r.typ = ReceiptDelivered
-				rl.rs = append(rl.rs, r)
-			}
-			r.typ = ReceiptRead
-			rl.rs = append(rl.rs, r)
+			rl.ms = append(rl.ms, r)
 		}
 		if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 			return fmt.Errorf("store: mark read: %w", err)

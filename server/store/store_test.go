@@ -476,3 +476,27 @@ func TestPendingQueryUsesIndexes(t *testing.T) {
 		t.Fatalf("Pending does not search messages_pending and the receipts' key:\n%s", p)
 	}
 }
+
+// Queuing receipts walks the JSON list and looks each message up by id, never scanning messages.
+func TestReceiptInsertLooksUpMessagesByID(t *testing.T) {
+	s, _ := openTest(t)
+	var plan strings.Builder
+	withWriter(t, s, func(c *sql.Conn) {
+		rows, err := c.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+selectReceipts, 1, 1, 1, 1, "[1,2]", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id, parent, notused int
+			var detail string
+			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
+				t.Fatal(err)
+			}
+			plan.WriteString(detail + "\n")
+		}
+	})
+	if p := plan.String(); !strings.Contains(p, "SEARCH m USING INTEGER PRIMARY KEY") || strings.Contains(p, "SCAN m") {
+		t.Fatalf("the receipts' insert does not look messages up by id:\n%s", p)
+	}
+}

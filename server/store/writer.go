@@ -42,6 +42,12 @@ type writeStmts struct {
 	all []*sql.Stmt // for close
 }
 
+// selectReceipts computes the rows of insertReceipts.
+const selectReceipts = `
+	SELECT m.sender, ?1 + ?2 * j.key, m.id, ?3, ?4
+	FROM json_each(?5) AS j JOIN messages AS m ON m.id = j.value
+	WHERE m.pending >= ?6`
+
 func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 	w.conn = c
 	for _, p := range []struct {
@@ -63,9 +69,9 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 			RETURNING id, sender, client_id, read_at IS NULL`},
 		{&w.ackReceipts, `DELETE FROM receipts
 			WHERE recipient = ?1 AND seq IN (SELECT value FROM json_each(?2))`},
-		// ?2 is a JSON array of [recipient, seq, message_id, type] (receiptList).
-		{&w.insertReceipts, `INSERT INTO receipts (recipient, seq, message_id, type, at)
-			SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, ?1 FROM json_each(?2)`},
+		// Receipts for the messages in the JSON array ?5, the i-th with seq ?1 + ?2·i; only for
+		// messages still pending when ?6 is 1 (receiptList.insert).
+		{&w.insertReceipts, `INSERT INTO receipts (recipient, seq, message_id, type, at) ` + selectReceipts},
 		// pending = 1 (not acked yet) means delivered_at was NULL: the read also delivers it.
 		{&w.markRead, `UPDATE messages SET read_at = ?1, delivered_at = coalesce(delivered_at, ?1)
 			WHERE id IN (SELECT value FROM json_each(?2)) AND recipient = ?3 AND read_at IS NULL
@@ -113,9 +119,12 @@ func (w *writeStmts) loadNextSeq(ctx context.Context) error {
 }
 
 // takeSeq hands out the next id or seq (writer).
-func (w *writeStmts) takeSeq() int64 {
+func (w *writeStmts) takeSeq() int64 { return w.takeSeqs(1) }
+
+// takeSeqs hands out n consecutive ids or seqs and returns the first (writer).
+func (w *writeStmts) takeSeqs(n int) int64 {
 	v := w.nextSeq
-	w.nextSeq++
+	w.nextSeq += int64(n)
 	return v
 }
 

@@ -30,6 +30,9 @@
 //     ErrSeqBroken without running. Without it, an operation queued after a failed one could commit,
 //     and a producer that retries the failed one would reorder its writes.
 //
+// Seq.SubmitStatement queues an operation that changes the database with one statement and so needs
+// no savepoint; if it fails, its whole batch fails.
+//
 // Do runs an operation alone, outside any transaction (maintenance, tests).
 //
 // # Ordering guarantees
@@ -127,6 +130,7 @@ type op[S any] struct {
 	state atomic.Int32    // Exec and Do: see opQueued
 	done  chan error      // Exec and Do: buffered(1), the result, sent once
 	cb    func(error)     // Submit: called once with the result
+	one   bool            // SubmitStatement: one change, no savepoint of its own
 }
 
 // Operation states (Exec and Do). queued → taken (by the writer) or queued → canceled (by the caller,
@@ -231,14 +235,14 @@ func (w *Writer[S]) wait(ctx context.Context, o *op[S]) error {
 // Submit blocks only while the queue is full; ctx bounds that wait. It returns ctx.Err() or ErrClosed
 // if fn was not queued (done is then never called), nil otherwise. A queued operation always runs.
 func (w *Writer[S]) Submit(ctx context.Context, fn func(S) error, done func(error)) error {
-	return w.submit(ctx, nil, fn, done)
+	return w.submit(ctx, nil, fn, done, false)
 }
 
-func (w *Writer[S]) submit(ctx context.Context, seq *Seq[S], fn func(S) error, done func(error)) error {
+func (w *Writer[S]) submit(ctx context.Context, seq *Seq[S], fn func(S) error, done func(error), one bool) error {
 	if done == nil {
 		done = func(error) {}
 	}
-	return w.enqueue(ctx, &op[S]{fn: fn, seq: seq, cb: done})
+	return w.enqueue(ctx, &op[S]{fn: fn, seq: seq, cb: done, one: one})
 }
 
 func (w *Writer[S]) enqueue(ctx context.Context, o *op[S]) error {
@@ -274,7 +278,17 @@ func (w *Writer[S]) NewSeq() *Seq[S] { return &Seq[S]{w: w} }
 
 // Submit is Writer.Submit for an operation of the sequence.
 func (q *Seq[S]) Submit(ctx context.Context, fn func(S) error, done func(error)) error {
-	return q.w.submit(ctx, q, fn, done)
+	return q.w.submit(ctx, q, fn, done, false)
+}
+
+// SubmitStatement is Submit for an operation that changes the database with at most one statement
+// (it may read as much as it likes). A statement is atomic by itself, so the operation runs without a
+// savepoint of its own, which saves two statements per operation. The price: when it fails, the
+// writer cannot tell a statement SQLite undid from a transaction SQLite rolled back (a full disk, an
+// I/O error), so it fails the whole batch, which is rolled back and stores nothing. Use it for
+// operations that fail only when the database does.
+func (q *Seq[S]) SubmitStatement(ctx context.Context, fn func(S) error, done func(error)) error {
+	return q.w.submit(ctx, q, fn, done, true)
 }
 
 // Close stops accepting operations, lets the writer finish every operation already queued, and
@@ -475,6 +489,14 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 			continue
 		}
 		if o.fn == nil { // a barrier
+			continue
+		}
+		if o.one {
+			if err := o.fn(w.stmts); err != nil {
+				w.abort()
+				answer(fmt.Errorf("%s: batch rolled back after an operation without a savepoint failed: %v", w.name, err))
+				return
+			}
 			continue
 		}
 		if err := run(w.savepoint); err != nil {

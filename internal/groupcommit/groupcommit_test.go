@@ -571,3 +571,40 @@ func TestBeforeCommit(t *testing.T) {
 		t.Fatal("the batch of a failed BeforeCommit was committed")
 	}
 }
+
+// An operation submitted as one statement runs without a savepoint: when it fails, the whole batch
+// fails and nothing of it is stored, operations before it included; when it succeeds, it commits
+// with the others.
+func TestSubmitStatement(t *testing.T) {
+	d := openTest(t, Config{})
+	q := d.w.NewSeq()
+	release := d.hold(t)
+	results := make(chan error, 3)
+	done := func(err error) { results <- err }
+	if err := d.w.Submit(bg0, add(1), done); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SubmitStatement(bg0, add(2), done); err != nil {
+		t.Fatal(err)
+	}
+	if err := q.SubmitStatement(bg0, add(2), done); err != nil { // UNIQUE violation
+		t.Fatal(err)
+	}
+	d.waitQueued(t, 3)
+	release()
+	for range 3 {
+		if err := <-results; err == nil || !strings.Contains(err.Error(), "UNIQUE") {
+			t.Fatalf("an operation of the failed batch got %v, want the failure (UNIQUE)", err)
+		}
+	}
+	if d.committed(t, 1) || d.committed(t, 2) {
+		t.Fatal("a batch with a failed statement operation stored something")
+	}
+	q = d.w.NewSeq()
+	if err := q.SubmitStatement(bg0, add(3), done); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-results; err != nil || !d.committed(t, 3) {
+		t.Fatalf("a statement operation alone: %v, committed %v", err, d.committed(t, 3))
+	}
+}

@@ -248,6 +248,12 @@ func (p *Pipeline) submit(ctx context.Context, fn func(w *writeStmts) error, don
 	return closedErr(p.seq.Submit(ctx, fn, done))
 }
 
+// submitStatement is submit for an operation that changes the database with one statement and fails
+// only when the database does: it needs no savepoint (groupcommit.Seq.SubmitStatement).
+func (p *Pipeline) submitStatement(ctx context.Context, fn func(w *writeStmts) error, done func(error)) error {
+	return closedErr(p.seq.SubmitStatement(ctx, fn, done))
+}
+
 // Barrier queues nothing but a callback: done runs, in pipeline order, once every operation submitted
 // before it has been committed (err nil), or with ErrSeqBroken if one of them failed. A producer uses
 // it to answer, in order, a request that needs no write.

@@ -137,19 +137,19 @@ type session struct {
 
 	// The fields are ordered to pack: an idle session's struct is one of its larger allocations.
 	mu       sync.Mutex
-	storeOps int32               // store writes submitted and not yet called back; guarded by mu
-	business bool                // the account is a business (set at login; read-only afterwards)
-	handoff  handoffState        // guarded by mu
-	lost     bool                // an item was not kept in ready during a handoffQuery; guarded by mu
-	closed   bool                // close was called; guarded by mu
-	fetch    bool                // the writer is to fetch pending deliveries; guarded by mu
-	wstate   writerState         // guarded by mu
-	idleNext bool                // the client is idle: the writer lets go of the send cipher when it next exits (idleLocked); guarded by mu
-	done     chan struct{}       // made when first waited on (doneLocked), closed by close; guarded by mu
-	outq     []*chatdpb.Envelope // unordered output for the writer, at most outqCap; guarded by mu
-	outRoom  chan struct{}       // made by the reader waiting for room in outq, closed by the writer; guarded by mu
+	storeOps int32                     // store writes submitted and not yet called back; guarded by mu
+	business bool                      // the account is a business (set at login; read-only afterwards)
+	handoff  handoffState              // guarded by mu
+	lost     bool                      // an item was not kept in ready during a handoffQuery; guarded by mu
+	closed   bool                      // close was called; guarded by mu
+	fetch    bool                      // the writer is to fetch pending deliveries; guarded by mu
+	wstate   writerState               // guarded by mu
+	idleNext bool                      // the client is idle: the writer lets go of the send cipher when it next exits (idleLocked); guarded by mu
+	done     chan struct{}             // made when first waited on (doneLocked), closed by close; guarded by mu
+	outq     []*chatdpb.Envelope       // unordered output for the writer, at most outqCap; guarded by mu
+	outRoom  chan struct{}             // made by the reader waiting for room in outq, closed by the writer; guarded by mu
 	inflight map[uint64]store.ItemKind // deliveries sent and not acked, by seq (nil until the first); guarded by mu
-	replies  []*chatdpb.Envelope // ordered replies waiting for the writer; guarded by mu
+	replies  []*chatdpb.Envelope       // ordered replies waiting for the writer; guarded by mu
 }
 
 // heldProbe is what a held probe's session needs besides a session's fields.

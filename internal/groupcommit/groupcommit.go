@@ -30,8 +30,8 @@
 //     ErrSeqBroken without running. Without it, an operation queued after a failed one could commit,
 //     and a producer that retries the failed one would reorder its writes.
 //
-// Seq.SubmitStatement queues an operation that changes the database with one statement and so needs
-// no savepoint; if it fails, its whole batch fails.
+// Seq.SubmitNoSavepoint queues an operation that fails only when the database does, without a
+// savepoint of its own; if it fails, its whole batch fails.
 //
 // Do runs an operation alone, outside any transaction (maintenance, tests).
 //
@@ -130,7 +130,7 @@ type op[S any] struct {
 	state atomic.Int32    // Exec and Do: see opQueued
 	done  chan error      // Exec and Do: buffered(1), the result, sent once
 	cb    func(error)     // Submit: called once with the result
-	one   bool            // SubmitStatement: one change, no savepoint of its own
+	one   bool            // SubmitNoSavepoint: no savepoint of its own
 }
 
 // Operation states (Exec and Do). queued → taken (by the writer) or queued → canceled (by the caller,
@@ -281,13 +281,12 @@ func (q *Seq[S]) Submit(ctx context.Context, fn func(S) error, done func(error))
 	return q.w.submit(ctx, q, fn, done, false)
 }
 
-// SubmitStatement is Submit for an operation that changes the database with at most one statement
-// (it may read as much as it likes). A statement is atomic by itself, so the operation runs without a
-// savepoint of its own, which saves two statements per operation. The price: when it fails, the
-// writer cannot tell a statement SQLite undid from a transaction SQLite rolled back (a full disk, an
-// I/O error), so it fails the whole batch, which is rolled back and stores nothing. Use it for
-// operations that fail only when the database does.
-func (q *Seq[S]) SubmitStatement(ctx context.Context, fn func(S) error, done func(error)) error {
+// SubmitNoSavepoint is Submit for an operation that fails only when the database does (a full disk,
+// an I/O error), never for a reason of its own. It runs without a savepoint of its own, which saves
+// two statements per operation. The price: when it fails, the writer cannot undo just its part, nor
+// tell a statement SQLite undid from a transaction SQLite rolled back, so it fails the whole batch,
+// which is rolled back and stores nothing.
+func (q *Seq[S]) SubmitNoSavepoint(ctx context.Context, fn func(S) error, done func(error)) error {
 	return q.w.submit(ctx, q, fn, done, true)
 }
 
@@ -494,7 +493,14 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 		if o.one {
 			if err := o.fn(w.stmts); err != nil {
 				w.abort()
-				answer(fmt.Errorf("%s: batch rolled back after an operation without a savepoint failed: %v", w.name, err))
+				// It gets its own error; the others one that does not wrap it (%v): its sentinel
+				// errors are not theirs.
+				batchErr := fmt.Errorf("%s: batch rolled back after an operation without a savepoint failed: %v", w.name, err)
+				for j := range errs {
+					errs[j] = batchErr
+				}
+				errs[i] = err
+				answer(nil)
 				return
 			}
 			continue

@@ -572,10 +572,9 @@ func TestBeforeCommit(t *testing.T) {
 	}
 }
 
-// An operation submitted as one statement runs without a savepoint: when it fails, the whole batch
-// fails and nothing of it is stored, operations before it included; when it succeeds, it commits
-// with the others.
-func TestSubmitStatement(t *testing.T) {
+// An operation submitted without a savepoint: when it fails, the whole batch fails and nothing of it
+// is stored, operations before it included; when it succeeds, it commits with the others.
+func TestSubmitNoSavepoint(t *testing.T) {
 	d := openTest(t, Config{})
 	q := d.w.NewSeq()
 	release := d.hold(t)
@@ -584,10 +583,10 @@ func TestSubmitStatement(t *testing.T) {
 	if err := d.w.Submit(bg0, add(1), done); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.SubmitStatement(bg0, add(2), done); err != nil {
+	if err := q.SubmitNoSavepoint(bg0, add(2), done); err != nil {
 		t.Fatal(err)
 	}
-	if err := q.SubmitStatement(bg0, add(2), done); err != nil { // UNIQUE violation
+	if err := q.SubmitNoSavepoint(bg0, add(2), done); err != nil { // UNIQUE violation
 		t.Fatal(err)
 	}
 	d.waitQueued(t, 3)
@@ -597,14 +596,20 @@ func TestSubmitStatement(t *testing.T) {
 			t.Fatalf("an operation of the failed batch got %v, want the failure (UNIQUE)", err)
 		}
 	}
+	if err := q.Submit(bg0, add(4), done); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-results; !errors.Is(err, ErrSeqBroken) {
+		t.Fatalf("the sequence's next operation: %v, want ErrSeqBroken", err)
+	}
 	if d.committed(t, 1) || d.committed(t, 2) {
-		t.Fatal("a batch with a failed statement operation stored something")
+		t.Fatal("a batch with a failed operation without a savepoint stored something")
 	}
 	q = d.w.NewSeq()
-	if err := q.SubmitStatement(bg0, add(3), done); err != nil {
+	if err := q.SubmitNoSavepoint(bg0, add(3), done); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-results; err != nil || !d.committed(t, 3) {
-		t.Fatalf("a statement operation alone: %v, committed %v", err, d.committed(t, 3))
+		t.Fatalf("an operation without a savepoint alone: %v, committed %v", err, d.committed(t, 3))
 	}
 }

@@ -28,10 +28,12 @@
 //
 // Every write method is an operation queued to the writer goroutine. The
 // writer takes the first waiting operation and every other one already
-// waiting (up to WithMaxBatch, default 512), runs them in ONE transaction,
-// each inside its own SAVEPOINT, and answers every caller after the one
-// COMMIT (one fsync). An operation that fails is rolled back to its
-// savepoint and fails alone; if the transaction itself fails, every
+// waiting (up to WithMaxBatch, default 512), runs them in ONE transaction, and
+// answers every caller after the one COMMIT (one fsync). The synchronous
+// methods' operations run each inside its own SAVEPOINT: one that fails is
+// rolled back to it and fails alone. A Pipeline's writes fail only when the
+// database does, so they run without one (two statements fewer each): when
+// one fails, the whole batch fails. If the transaction itself fails, every
 // operation of the batch fails and nothing of it is stored. There is no
 // timer: a write that arrives alone is committed at once, and under load
 // batches grow by themselves while the previous COMMIT is flushed. Operations

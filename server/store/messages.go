@@ -70,8 +70,7 @@ func (p *Pipeline) SaveMessageAsync(ctx context.Context, m Message, check Recipi
 		return err
 	}
 	res := new(saveResult)
-	// One INSERT; an unknown recipient or a duplicate is a result, not an error.
-	return p.submitStatement(ctx, p.s.saveOp(m, check, res), func(err error) {
+	return p.submit(ctx, p.s.saveOp(m, check, res), func(err error) {
 		switch {
 		case err != nil:
 			done(Message{}, false, err)

@@ -186,11 +186,7 @@ func (p *Pipeline) AckItemsAsync(ctx context.Context, recipient string, messages
 		return p.Barrier(ctx, func(err error) { done(nil, err) })
 	}
 	queued := new([]Item)
-	submit := p.submit
-	if len(messages) == 0 {
-		submit = p.submitStatement // receipts only: one DELETE
-	}
-	return submit(ctx, p.s.ackOp(recipient, messages, receipts, queued), func(err error) {
+	return p.submit(ctx, p.s.ackOp(recipient, messages, receipts, queued), func(err error) {
 		if err != nil {
 			done(nil, err)
 			return

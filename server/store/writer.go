@@ -227,7 +227,8 @@ func (s *Store) WriterStats() WriterStats {
 // runs after the COMMIT that made it durable, in that same order, and they take effect as a prefix:
 // once one has failed, every later one of the pipeline fails too (with an error wrapping the writer's
 // ErrSeqBroken) without running, so a producer that retries the failed one after a reconnect cannot
-// reorder its writes.
+// reorder its writes. A pipeline write fails only when the database does, and then every write of its
+// transaction fails with it (they run without savepoints of their own).
 //
 // The done callbacks run on the store's writer goroutine while it waits: they must be quick, must not
 // block, and must not call the Store's write methods. The async methods block only while the
@@ -244,14 +245,11 @@ func (s *Store) NewPipeline() *Pipeline {
 	return &Pipeline{s: s, seq: s.gc.NewSeq()}
 }
 
+// submit queues fn without a savepoint (groupcommit.Seq.SubmitNoSavepoint): the pipeline's writes fail
+// only when the database does, never for a reason of their own (an unknown recipient or a duplicate is
+// a result), so a failure of one may as well fail its whole transaction.
 func (p *Pipeline) submit(ctx context.Context, fn func(w *writeStmts) error, done func(error)) error {
-	return closedErr(p.seq.Submit(ctx, fn, done))
-}
-
-// submitStatement is submit for an operation that changes the database with one statement and fails
-// only when the database does: it needs no savepoint (groupcommit.Seq.SubmitStatement).
-func (p *Pipeline) submitStatement(ctx context.Context, fn func(w *writeStmts) error, done func(error)) error {
-	return closedErr(p.seq.SubmitStatement(ctx, fn, done))
+	return closedErr(p.seq.SubmitNoSavepoint(ctx, fn, done))
 }
 
 // Barrier queues nothing but a callback: done runs, in pipeline order, once every operation submitted

@@ -368,6 +368,25 @@ func (t *target) cpu() (time.Duration, bool) {
 	return d, err == nil
 }
 
+// storeWrites returns the store's committed transactions and write operations so far: from the
+// in-process node, or from chatd's metrics.
+func (t *target) storeWrites() (commits, ops float64, ok bool) {
+	if t.node != nil {
+		st := t.node.Store.WriterStats()
+		return float64(st.Commits), float64(st.Ops), true
+	}
+	if t.metrics == "" {
+		return 0, 0, false
+	}
+	vals, err := scrape(t.metrics)
+	if err != nil {
+		return 0, 0, false
+	}
+	commits, ok1 := vals["chatd_store_commits_total"]
+	ops, ok2 := vals["chatd_store_write_ops_total"]
+	return commits, ops, ok1 && ok2
+}
+
 // phaseProfiler profiles one phase: this process to --cpuprofile and, when chatd is the serve-node
 // child, the child to --cpuprofile + ".server".
 type phaseProfiler struct {

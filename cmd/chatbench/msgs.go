@@ -119,6 +119,7 @@ func runMsgs(ctx context.Context, c *common, tf *targetFlags, wf workloadFlags, 
 	}
 	cpu0 := selfCPU()
 	scpu0, sok := t.cpu()
+	commits0, ops0, wok := t.storeWrites()
 	w.run(ctx, func(ctx context.Context, pair int, seq uint64, payload []byte) error {
 		_, err := clients[2*pair].Send(ctx, phones[2*pair+1], run+"-"+strconv.FormatUint(seq, 36),
 			&chatdpb.Content{Version: benchContentVersion, Body: payload})
@@ -126,6 +127,7 @@ func runMsgs(ctx context.Context, c *common, tf *targetFlags, wf workloadFlags, 
 	})
 	cpu := selfCPU() - cpu0
 	scpu1, sok1 := t.cpu()
+	commits1, ops1, wok1 := t.storeWrites()
 	took := time.Since(w.start).Seconds()
 	stopProfile()
 	w.results(r, prefix)
@@ -136,6 +138,10 @@ func runMsgs(ctx context.Context, c *common, tf *targetFlags, wf workloadFlags, 
 		total += scpu1 - scpu0
 	} else {
 		r.result(prefix+"CPU (this process: server and clients)", round(cpu.Seconds()/took*100, 0), "% of a core")
+	}
+	if wok && wok1 && commits1 > commits0 {
+		r.result(prefix+"store commits/s (fsyncs)", round((commits1-commits0)/took, 0), "/s")
+		r.result(prefix+"store writes per commit", round((ops1-ops0)/(commits1-commits0), 1), "")
 	}
 	// CPU time per message varies less than throughput on a machine shared with other work.
 	if n := w.deliveredN.Load(); n > 0 {

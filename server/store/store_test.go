@@ -454,9 +454,10 @@ func TestSeqAndIDNeverReusedAfterAckAndReopen(t *testing.T) {
 	}
 }
 
-func TestPendingQueryUsesIndexes(t *testing.T) {
-	s, _ := openTest(t)
-	rows, err := s.r.Query(`EXPLAIN QUERY PLAN `+selectPending, "1", 0, 10)
+// queryPlan returns SQLite's EXPLAIN QUERY PLAN for q, one step per line.
+func queryPlan(t *testing.T, db *sql.DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.Query(`EXPLAIN QUERY PLAN `+q, args...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +471,15 @@ func TestPendingQueryUsesIndexes(t *testing.T) {
 		}
 		plan.WriteString(detail + "\n")
 	}
-	p := plan.String()
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan.String()
+}
+
+func TestPendingQueryUsesIndexes(t *testing.T) {
+	s, _ := openTest(t)
+	p := queryPlan(t, s.r, selectPending, "1", 0, 10)
 	if !strings.Contains(p, "messages USING COVERING INDEX messages_pending") && !strings.Contains(p, "messages USING INDEX messages_pending") ||
 		!strings.Contains(p, "SEARCH receipts USING PRIMARY KEY") || strings.Contains(p, "SCAN m") || strings.Contains(p, "SCAN receipts") {
 		t.Fatalf("Pending does not search messages_pending and the receipts' key:\n%s", p)
@@ -480,23 +489,7 @@ func TestPendingQueryUsesIndexes(t *testing.T) {
 // Queuing receipts walks the JSON list and looks each message up by id, never scanning messages.
 func TestReceiptInsertLooksUpMessagesByID(t *testing.T) {
 	s, _ := openTest(t)
-	var plan strings.Builder
-	withWriter(t, s, func(c *sql.Conn) {
-		rows, err := c.QueryContext(context.Background(), `EXPLAIN QUERY PLAN `+selectReceipts, 1, 1, 1, 1, "[1,2]", 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id, parent, notused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &notused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan.WriteString(detail + "\n")
-		}
-	})
-	if p := plan.String(); !strings.Contains(p, "SEARCH m USING INTEGER PRIMARY KEY") || strings.Contains(p, "SCAN m") {
+	if p := queryPlan(t, s.r, selectReceipts, 1, 1, 1, 1, "[1,2]", 0); !strings.Contains(p, "SEARCH m USING INTEGER PRIMARY KEY") || strings.Contains(p, "SCAN m") {
 		t.Fatalf("the receipts' insert does not look messages up by id:\n%s", p)
 	}
 }

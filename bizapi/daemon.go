@@ -292,6 +292,7 @@ func webhookSettings(s settings.Settings) webhook.Settings {
 	return webhook.Settings{
 		URL:             s.Webhooks.URL,
 		MaxConcurrent:   s.Webhooks.MaxConcurrentRequests,
+		MaxBatch:        s.Webhooks.MaxCallbacksPerRequest,
 		BackoffDelay:    time.Duration(s.CallbackBackoffDelayMS) * time.Millisecond,
 		MaxBackoffDelay: time.Duration(s.MaxCallbackBackoffDelayMS) * time.Millisecond,
 		Secret:          s.Webhooks.Secret,
@@ -321,8 +322,9 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 
 // webhookMetrics count webhook deliveries.
 type webhookMetrics struct {
-	requests *prometheus.CounterVec
-	latency  prometheus.Histogram
+	requests  *prometheus.CounterVec
+	callbacks *prometheus.CounterVec
+	latency   prometheus.Histogram
 }
 
 func newWebhookMetrics(reg *prometheus.Registry) *webhookMetrics {
@@ -331,24 +333,29 @@ func newWebhookMetrics(reg *prometheus.Registry) *webhookMetrics {
 			Name: "bizapi_webhook_requests_total",
 			Help: "Webhook callback requests by result: delivered (2xx), refused (another status), error (no response).",
 		}, []string{"result"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "bizapi_webhook_callbacks_total",
+			Help: "Callbacks carried by webhook requests (several per request when batched), by the request's result.",
+		}, []string{"result"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "bizapi_webhook_request_seconds",
 			Help:    "Duration of webhook callback requests.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}),
 	}
-	reg.MustRegister(m.requests, m.latency)
+	reg.MustRegister(m.requests, m.callbacks, m.latency)
 	return m
 }
 
-func (m *webhookMetrics) observe(ok bool, status int, latency time.Duration) {
+func (m *webhookMetrics) observe(ok bool, status int, latency time.Duration, callbacks int) {
+	result := "refused"
 	switch {
 	case ok:
-		m.requests.WithLabelValues("delivered").Inc()
+		result = "delivered"
 	case status == 0:
-		m.requests.WithLabelValues("error").Inc()
-	default:
-		m.requests.WithLabelValues("refused").Inc()
+		result = "error"
 	}
+	m.requests.WithLabelValues(result).Inc()
+	m.callbacks.WithLabelValues(result).Add(float64(callbacks))
 	m.latency.Observe(latency.Seconds())
 }

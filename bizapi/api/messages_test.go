@@ -5,9 +5,11 @@ import (
 	"errors"
 	"net/http"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/chatd-dev/chatd/bizapi/gateway"
 	"github.com/chatd-dev/chatd/bizapi/store"
@@ -276,11 +278,23 @@ func TestMarkRead(t *testing.T) {
 
 func TestNewMessageID(t *testing.T) {
 	seen := map[string]bool{}
-	for range 1000 {
+	re := regexp.MustCompile(`^gBEG[A-Za-z0-9_-]{23}$`)
+	prev := ""
+	for i := range 1000 {
 		id := newMessageID()
-		if len(id) != 27 || !strings.HasPrefix(id, "gBEG") || seen[id] {
+		if !re.MatchString(id) || seen[id] {
 			t.Fatalf("id %q", id)
 		}
 		seen[id] = true
+		// Ids sort by their millisecond: one made in a later millisecond sorts after.
+		if i%100 == 0 {
+			if id <= prev {
+				t.Fatalf("id %q made after %q sorts before it", id, prev)
+			}
+			for ms := time.Now().UnixMilli(); time.Now().UnixMilli() == ms; {
+				runtime.Gosched() // until the clock reaches the next millisecond
+			}
+			prev = id
+		}
 	}
 }

@@ -555,14 +555,21 @@ func (g *Gateway) sendOne(ctx context.Context, cli *client.Client, m store.Messa
 	now := g.cfg.Now()
 	switch {
 	case err == nil:
+		// Recorded without waiting for the commit (this goroutine has nothing left to do); a
+		// message whose ack was not recorded is still accepted and is sent again (chatd
+		// deduplicates it) on the next connection.
 		cb := g.callback(store.StatusSent, webhook.ForStatus(m.ID, m.To, store.StatusSent, res.Timestamp.Unix(), nil))
-		changed, err := g.cfg.Store.MarkSent(ctx, m.ID, res.ServerID, res.Timestamp, cb.stored)
+		err := g.cfg.Store.MarkSentAsync(ctx, m.ID, res.ServerID, res.Timestamp, cb.stored, func(changed bool, err error) {
+			if err != nil {
+				g.log.Error("gateway: recording a sent message", "id", m.ID, "err", err)
+				return
+			}
+			if changed {
+				cb.done(context.Background(), g)
+			}
+		})
 		if err != nil {
 			g.log.Error("gateway: recording a sent message", "id", m.ID, "err", err)
-			return
-		}
-		if changed {
-			cb.done(ctx, g)
 		}
 	case ctx.Err() != nil:
 		// Shutting down or reconnecting for a new account: it stays accepted and goes out later.

@@ -214,7 +214,7 @@ func (e *env) customer() *customer {
 
 // callbacks returns the payloads of all queued callbacks.
 func (e *env) callbacks() []string {
-	cbs, err := e.st.DueCallbacks(context.Background(), time.Now().Add(time.Hour), 1000, nil)
+	cbs, err := e.st.DueCallbacks(context.Background(), time.Now().Add(time.Hour), 1000, store.CallbackKey{})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ var supportedKeys = []string{
 	"webhooks.url",
 	"webhooks.secret",
 	"webhooks.max_concurrent_requests",
+	"webhooks.max_callbacks_per_request",
 	"webhooks.message.sent",
 	"webhooks.message.delivered",
 	"webhooks.message.read",
@@ -130,6 +131,8 @@ func (s *Settings) applyWebhooks(raw json.RawMessage, strict bool) error {
 			return true, secretValue(v, key, &w.Secret)
 		case "max_concurrent_requests":
 			return true, intValue(v, key, &w.MaxConcurrentRequests, def.MaxConcurrentRequests, MinConcurrentRequests, MaxConcurrentRequests)
+		case "max_callbacks_per_request":
+			return true, intValue(v, key, &w.MaxCallbacksPerRequest, def.MaxCallbacksPerRequest, MinCallbacksPerRequest, MaxCallbacksPerRequest)
 		case "message":
 			return true, w.applyMessage(v, strict)
 		}
@@ -357,10 +360,11 @@ type appJSON struct {
 }
 
 type webhooksJSON struct {
-	URL                   string      `json:"url"`
-	MaxConcurrentRequests int         `json:"max_concurrent_requests"`
-	Message               messageJSON `json:"message"`
-	Secret                string      `json:"secret,omitempty"`
+	URL                    string      `json:"url"`
+	MaxConcurrentRequests  int         `json:"max_concurrent_requests"`
+	MaxCallbacksPerRequest int         `json:"max_callbacks_per_request"`
+	Message                messageJSON `json:"message"`
+	Secret                 string      `json:"secret,omitempty"`
 }
 
 type messageJSON struct {
@@ -390,9 +394,10 @@ func (s Settings) app() appJSON {
 		MaxCallbackBackoffDelayMS: s.MaxCallbackBackoffDelayMS,
 		SentStatus:                optPtr(s.SentStatus),
 		Webhooks: webhooksJSON{
-			URL:                   s.Webhooks.URL,
-			MaxConcurrentRequests: s.Webhooks.MaxConcurrentRequests,
-			Secret:                s.Webhooks.Secret,
+			URL:                    s.Webhooks.URL,
+			MaxConcurrentRequests:  s.Webhooks.MaxConcurrentRequests,
+			MaxCallbacksPerRequest: s.Webhooks.MaxCallbacksPerRequest,
+			Secret:                 s.Webhooks.Secret,
 			Message: messageJSON{
 				Sent:      optPtr(s.Webhooks.Message.Sent),
 				Delivered: s.Webhooks.Message.Delivered,

@@ -8,6 +8,7 @@
 //	webhooks.url                        string   ""        "" (no callbacks) or an absolute http:// or https:// URL, ≤ 2048 bytes
 //	webhooks.secret                     string   ""        "" (unsigned) or 16–512 bytes; write-only (GET shows "***" when set)
 //	webhooks.max_concurrent_requests    integer  12        1–100
+//	webhooks.max_callbacks_per_request  integer  100       1–1000 (bizapi's addition, see below)
 //	webhooks.message.sent               boolean  true      see "Sent callbacks" below
 //	webhooks.message.delivered          boolean  true
 //	webhooks.message.read               boolean  false
@@ -20,6 +21,13 @@
 // not supported: a PATCH naming one is refused with an error naming it.
 // On-Premises required an HTTPS webhook; bizapi also accepts http:// so that a
 // receiver on the same host or a test needs no certificate.
+//
+// # Callbacks per request
+//
+// webhooks.max_callbacks_per_request is not an On-Premises key: it bounds how many queued
+// callbacks the dispatcher merges into one webhook request ({"statuses":[…]} with several
+// statuses, or {"contacts":[…],"messages":[…]} with several messages), which the On-Premises
+// payload format allows. 1 sends every callback in a request of its own. See package webhook.
 //
 // # Sent callbacks
 //
@@ -56,15 +64,17 @@ import (
 
 // Limits of the settings (see the package comment).
 const (
-	MinConcurrentRequests = 1
-	MaxConcurrentRequests = 100
-	MinBackoffDelayMS     = 100
-	MaxBackoffDelayMS     = 3_600_000
-	MinMaxBackoffDelayMS  = 1_000
-	MaxMaxBackoffDelayMS  = 86_400_000
-	MaxURLBytes           = 2048
-	MinSecretBytes        = 16
-	MaxSecretBytes        = 512
+	MinConcurrentRequests  = 1
+	MaxConcurrentRequests  = 100
+	MinCallbacksPerRequest = 1
+	MaxCallbacksPerRequest = 1000
+	MinBackoffDelayMS      = 100
+	MaxBackoffDelayMS      = 3_600_000
+	MinMaxBackoffDelayMS   = 1_000
+	MaxMaxBackoffDelayMS   = 86_400_000
+	MaxURLBytes            = 2048
+	MinSecretBytes         = 16
+	MaxSecretBytes         = 512
 
 	// SecretMask is what GET shows in place of a set webhooks.secret.
 	SecretMask = "***"
@@ -123,7 +133,9 @@ type Webhooks struct {
 	Secret string
 	// MaxConcurrentRequests bounds the callback requests open at once.
 	MaxConcurrentRequests int
-	Message               MessageCallbacks
+	// MaxCallbacksPerRequest bounds the callbacks merged into one request.
+	MaxCallbacksPerRequest int
+	Message                MessageCallbacks
 }
 
 // MessageCallbacks is "webhooks.message": which status callbacks are posted.
@@ -137,8 +149,9 @@ type MessageCallbacks struct {
 func Defaults() Settings {
 	return Settings{
 		Webhooks: Webhooks{
-			MaxConcurrentRequests: 12,
-			Message:               MessageCallbacks{Delivered: true, Read: false},
+			MaxConcurrentRequests:  12,
+			MaxCallbacksPerRequest: 100,
+			Message:                MessageCallbacks{Delivered: true, Read: false},
 		},
 		CallbackPersist:           true,
 		CallbackBackoffDelayMS:    3000,

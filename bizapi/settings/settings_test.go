@@ -55,6 +55,12 @@ func TestPatch(t *testing.T) {
 			want: with(func(s *Settings) { s.Webhooks.MaxConcurrentRequests = 100 })},
 		{name: "max concurrent null → default", from: with(func(s *Settings) { s.Webhooks.MaxConcurrentRequests = 3 }),
 			body: `{"webhooks":{"max_concurrent_requests":null}}`, want: def},
+		{name: "callbacks per request 1", from: def, body: `{"webhooks":{"max_callbacks_per_request":1}}`,
+			want: with(func(s *Settings) { s.Webhooks.MaxCallbacksPerRequest = 1 })},
+		{name: "callbacks per request 1000", from: def, body: `{"webhooks":{"max_callbacks_per_request":1000}}`,
+			want: with(func(s *Settings) { s.Webhooks.MaxCallbacksPerRequest = 1000 })},
+		{name: "callbacks per request null → default", from: with(func(s *Settings) { s.Webhooks.MaxCallbacksPerRequest = 5 }),
+			body: `{"webhooks":{"max_callbacks_per_request":null}}`, want: def},
 		{name: "backoff", from: def, body: `{"callback_backoff_delay_ms":1000,"max_callback_backoff_delay_ms":60000}`,
 			want: with(func(s *Settings) { s.CallbackBackoffDelayMS = 1000; s.MaxCallbackBackoffDelayMS = 60000 })},
 		{name: "sent_status", from: def, body: `{"sent_status":false}`,
@@ -87,6 +93,10 @@ func TestPatch(t *testing.T) {
 			wantKey: "webhooks.max_concurrent_requests", wantIn: "12.5 is not a whole number"},
 		{name: "max concurrent exponent", from: def, body: `{"webhooks":{"max_concurrent_requests":1e1}}`,
 			wantKey: "webhooks.max_concurrent_requests", wantIn: "not a whole number"},
+		{name: "callbacks per request 0", from: def, body: `{"webhooks":{"max_callbacks_per_request":0}}`,
+			wantKey: "webhooks.max_callbacks_per_request", wantIn: "0 is out of range; allowed: a whole number from 1 to 1000"},
+		{name: "callbacks per request 1001", from: def, body: `{"webhooks":{"max_callbacks_per_request":1001}}`,
+			wantKey: "webhooks.max_callbacks_per_request", wantIn: "from 1 to 1000"},
 		{name: "bool as string", from: def, body: `{"callback_persist":"true"}`, wantKey: "callback_persist", wantIn: "must be true or false"},
 		{name: "bool as number", from: def, body: `{"webhooks":{"message":{"read":1}}}`, wantKey: "webhooks.message.read", wantIn: "must be true or false, got 1"},
 		{name: "webhooks not object", from: def, body: `{"webhooks":"https://a.example"}`, wantKey: "webhooks", wantIn: "must be an object"},
@@ -194,7 +204,7 @@ func TestSendSentRule(t *testing.T) {
 func TestPublicDefaults(t *testing.T) {
 	want := `{"settings":{"application":{"callback_backoff_delay_ms":3000,"callback_persist":true,` +
 		`"max_callback_backoff_delay_ms":900000,"webhooks":{"url":"","max_concurrent_requests":12,` +
-		`"message":{"sent":true,"delivered":true,"read":false}}}}}`
+		`"max_callbacks_per_request":100,"message":{"sent":true,"delivered":true,"read":false}}}}}`
 	if got := string(Defaults().Public()); got != want {
 		t.Fatalf("Public() =\n%s\nwant\n%s", got, want)
 	}
@@ -229,7 +239,7 @@ func TestMarshalParseRoundTrip(t *testing.T) {
 	cases := []Settings{Defaults()}
 	s := Defaults()
 	s.Webhooks = Webhooks{URL: "https://h.example/cb?x=1", Secret: "0123456789abcdefX", MaxConcurrentRequests: 7,
-		Message: MessageCallbacks{Sent: False, Delivered: false, Read: true}}
+		MaxCallbacksPerRequest: 1, Message: MessageCallbacks{Sent: False, Delivered: false, Read: true}}
 	s.SentStatus = True
 	s.CallbackPersist = false
 	s.CallbackBackoffDelayMS = 250

@@ -154,10 +154,11 @@ func BenchmarkMessage(b *testing.B) {
 	})
 }
 
-// BenchmarkDueCallbacks is one round of the webhook dispatcher against a queue of 2,000 callbacks
-// with 11 requests in flight and one slot free (the default max_concurrent_requests is 12):
-// "reread" asks for busy+free callbacks and skips those in flight itself, as the dispatcher did;
-// "except" leaves them out in SQL, as it does now.
+// BenchmarkDueCallbacks is one round of the webhook dispatcher against a queue of 2,000 callbacks:
+// "reread" reads 12 callbacks from the start of the queue (as if the 11 in flight were read again
+// and skipped); "after" reads the one callback after the 11 in flight, by their key; "after-100"
+// reads a batch of 100 past 1,200 in flight (12 requests of 100 callbacks each), "vary-limit"
+// changes the limit at every call (the dispatcher's free slots vary from round to round).
 //
 //	go test -run='^$' -bench=DueCallbacks ./bizapi/store/
 func BenchmarkDueCallbacks(b *testing.B) {
@@ -167,19 +168,57 @@ func BenchmarkDueCallbacks(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	inflight := []int64{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}
 	far := time.Now().Add(time.Hour)
+	all, err := s.DueCallbacks(bg0, far, 2000, CallbackKey{})
+	if err != nil || len(all) != 2000 {
+		b.Fatalf("%d callbacks, %v", len(all), err)
+	}
 	for _, c := range []struct {
-		name   string
-		limit  int
-		except []int64
-	}{{"reread", 12, nil}, {"except", 1, inflight}} {
+		name  string
+		limit int
+		after CallbackKey
+	}{{"reread", 12, CallbackKey{}}, {"after", 1, all[10].Key()}, {"first-100", 100, CallbackKey{}}, {"after-100", 100, all[1199].Key()}} {
 		b.Run(c.name, func(b *testing.B) {
 			for b.Loop() {
-				if _, err := s.DueCallbacks(bg0, far, c.limit, c.except); err != nil {
+				if _, err := s.DueCallbacks(bg0, far, c.limit, c.after); err != nil {
 					b.Fatal(err)
 				}
 			}
 		})
 	}
+	b.Run("vary-limit", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			if _, err := s.DueCallbacks(bg0, far, 1+i%3, all[10].Key()); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkMessageLifecycle is what the store does for one message sent through bizapi and
+// delivered: AddMessage (the POST), MarkSent with its "sent" callback (chatd's ack), MarkReceipt
+// with its "delivered" callback (the receipt), from 64 concurrent callers; msgs/s counts messages,
+// ops/commit the writes batched per commit (three per message). The dispatcher's deletes (one
+// operation per webhook request, for up to 100 callbacks) are left out.
+//
+//	BIZAPI_BENCH_DIR=/dev/shm go test -run='^$' -bench=MessageLifecycle -benchtime=20000x ./bizapi/store/
+func BenchmarkMessageLifecycle(b *testing.B) {
+	s := benchOpen(b)
+	runWrites(b, s, 64, func(i int64) error {
+		id := "lc" + strconv.FormatInt(i, 10)
+		m := Message{ID: id, To: "15550000002", Body: benchBody}
+		if err := s.AddMessage(bg0, m); err != nil {
+			return err
+		}
+		sent := &Callback{Payload: []byte(`{"statuses":[{"id":"` + id + `","status":"sent"}]}`)}
+		if _, err := s.MarkSent(bg0, id, uint64(i+1), time.Time{}, sent); err != nil {
+			return err
+		}
+		sent2 := &Callback{Payload: []byte(`{"statuses":[{"id":"` + id + `","status":"sent"}]}`)}
+		dlv := &Callback{Payload: []byte(`{"statuses":[{"id":"` + id + `","status":"delivered"}]}`)}
+		_, _, err := s.MarkReceipt(bg0, id, uint64(i+1), StatusDelivered, time.Time{}, sent2, dlv)
+		return err
+	})
 }

@@ -71,7 +71,7 @@ func mustMessage(t testing.TB, s *SQLite, id string) Message {
 // callbacks returns the payloads ("p" values) of every queued callback, in DueCallbacks order.
 func callbacks(t testing.TB, s *SQLite) []string {
 	t.Helper()
-	cbs, err := s.DueCallbacks(bg0, farFuture, 10000, nil)
+	cbs, err := s.DueCallbacks(bg0, farFuture, 10000, CallbackKey{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -45,9 +45,18 @@ func (r *readStmts) prepare(ctx context.Context, s *SQLite) error {
 		// rowid.
 		{&r.readPending, `SELECT ` + inboundCols + ` FROM inbound
 			WHERE read_requested = 1 AND read_sent = 0 ORDER BY received_at, rowid LIMIT ?`},
-		{&r.dueCallbacks, `SELECT ` + callbackCols + ` FROM callbacks
-			WHERE next_at <= ?1 AND id NOT IN (SELECT value FROM json_each(?3))
-			ORDER BY next_at, id LIMIT ?2`},
+		// Due (next_at ≤ ?1) and after the key (?3, ?4), by next_at then id: those with next_at
+		// = ?3 and a larger id, then those with a later next_at. Two ranges of the index on
+		// next_at (whose entries end with the id) merged in order, so the scan starts right after
+		// the key even when many callbacks share its next_at (a retried batch), where "(next_at, id)
+		// > (?3, ?4)" would step through them. "LIMIT ?2 + 0", not "LIMIT ?2": SQLite plans with the
+		// value of a plain bound LIMIT, so it prepared the statement again whenever the limit
+		// changed (at almost every dispatcher round: 40 µs instead of 14).
+		{&r.dueCallbacks, `SELECT * FROM (SELECT ` + callbackCols + ` FROM callbacks
+				WHERE next_at = ?3 AND id > ?4 AND next_at <= ?1 ORDER BY id)
+			UNION ALL SELECT * FROM (SELECT ` + callbackCols + ` FROM callbacks
+				WHERE next_at > ?3 AND next_at <= ?1 ORDER BY next_at, id)
+			ORDER BY next_at, id LIMIT ?2 + 0`},
 		{&r.nextCallbackAt, `SELECT min(next_at) FROM callbacks`},
 		{&r.stats, `SELECT
 			(SELECT count(*) FROM messages WHERE status = 'accepted'),

@@ -132,6 +132,7 @@ func Open(path string, opts ...Option) (*SQLite, error) {
 	f.Close()
 
 	s := &SQLite{path: abs, now: o.now}
+	s.ws.clock = o.now
 	if err := s.open(); err != nil {
 		s.closeDBs()
 		return nil, err

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/chatd-dev/chatd/internal/sqlitedb"
@@ -21,18 +22,21 @@ func (s *SQLite) EnqueueCallback(ctx context.Context, cb Callback) error {
 	})
 }
 
-// DueCallbacks returns queued callbacks with NextAt ≤ now (zero: the store's clock), by NextAt then
-// ID, at most limit (> 0, else ErrInvalidArgument), without the IDs in except. The excepted rows cost
-// an index entry each, not a read of their payload.
-func (s *SQLite) DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]Callback, error) {
+// DueCallbacks returns queued callbacks with NextAt ≤ now (zero: the store's clock) and a key after
+// after, by NextAt then ID, at most limit (> 0, else ErrInvalidArgument). The callbacks at or before
+// after cost nothing: the index on next_at (whose entries carry the id) starts the scan past them.
+func (s *SQLite) DueCallbacks(ctx context.Context, now time.Time, limit int, after CallbackKey) ([]Callback, error) {
 	if err := checkLimit(limit); err != nil {
 		return nil, err
 	}
 	if err := s.readable(); err != nil {
 		return nil, err
 	}
-	rows, err := s.rs.dueCallbacks.QueryContext(ctx, s.orNow(now).UnixNano(), int64(limit),
-		sqlitedb.IDList(except))
+	afterAt := int64(math.MinInt64)
+	if !after.NextAt.IsZero() {
+		afterAt = after.NextAt.UnixNano()
+	}
+	rows, err := s.rs.dueCallbacks.QueryContext(ctx, s.orNow(now).UnixNano(), int64(limit), afterAt, after.ID)
 	if err != nil {
 		return nil, s.readErr("due callbacks", err)
 	}
@@ -75,6 +79,37 @@ func (s *SQLite) DeleteCallback(ctx context.Context, id int64) error {
 	return s.exec(ctx, func(w *writeStmts) error {
 		if _, err := w.exec(w.deleteCallback, id); err != nil {
 			return fmt.Errorf("store: delete callback: %w", err)
+		}
+		return nil
+	})
+}
+
+// DeleteCallbacks removes several callbacks in one operation; absent ids are no error.
+func (s *SQLite) DeleteCallbacks(ctx context.Context, ids []int64) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	list := sqlitedb.IDList(ids)
+	return s.exec(ctx, func(w *writeStmts) error {
+		if _, err := w.exec(w.deleteCallbacks, list); err != nil {
+			return fmt.Errorf("store: delete callbacks: %w", err)
+		}
+		return nil
+	})
+}
+
+// RetryCallbacks records the same failed attempt for several callbacks in one operation (see
+// RetryCallback); ids no longer queued are skipped.
+func (s *SQLite) RetryCallbacks(ctx context.Context, ids []int64, attempts int, next time.Time, lastErr string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	nextAt := s.orNow(next).UnixNano()
+	return s.exec(ctx, func(w *writeStmts) error {
+		for _, id := range ids {
+			if _, err := w.exec(w.retryCallback, int64(attempts), nextAt, lastErr, id); err != nil {
+				return fmt.Errorf("store: retry callback: %w", err)
+			}
 		}
 		return nil
 	})

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"time"
 
@@ -226,7 +227,14 @@ func (s *SQLite) MarkReceiptAsync(ctx context.Context, id string, serverID uint6
 	}
 	var sentChanged, changed bool
 	op := markReceiptOp(id, serverID, status, at, sentCb, cb, s.now().UnixNano(), &sentChanged, &changed)
-	return s.submit(ctx, op, func(err error) {
+	return s.submitLean(ctx, func(w *writeStmts) (own, err error) {
+		// ErrNotFound comes before any write: an outcome of this receipt, not a failure of the batch.
+		err = op(w)
+		if errors.Is(err, ErrNotFound) {
+			return err, nil
+		}
+		return nil, err
+	}, func(err error) {
 		if err != nil {
 			sentChanged, changed = false, false
 		}
@@ -234,15 +242,85 @@ func (s *SQLite) MarkReceiptAsync(ctx context.Context, id string, serverID uint6
 	})
 }
 
+// MarkSentAsync is MarkSent without waiting: done runs after the commit, on the store's writer
+// goroutine (it must not block), in submission order. It returns an error (and done is never
+// called) only if the operation could not be queued; once queued it runs whatever ctx does.
+func (s *SQLite) MarkSentAsync(ctx context.Context, id string, serverID uint64, at time.Time, cb *Callback,
+	done func(changed bool, err error)) error {
+	if err := checkCallback(cb); err != nil {
+		return err
+	}
+	now := s.now().UnixNano()
+	var changed bool
+	return s.submitLean(ctx, func(w *writeStmts) (own, err error) {
+		// markSentOp's ErrNotFound comes before any write (see submitLean).
+		c, err := w.markSentOp(id, serverID, at, cb, now)
+		if errors.Is(err, ErrNotFound) {
+			return err, nil
+		}
+		changed = c
+		return nil, err
+	}, func(err error) { done(changed && err == nil, err) })
+}
+
+// markReceiptOp is markSentOp then markStatusOp, with the outcome of both decided from the
+// message's state read first, and at most one write of the row (the two steps took three
+// statements, two of them writes, for a receipt of a message already sent: the common case).
 func markReceiptOp(id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback, now int64,
 	sentChanged, changed *bool) func(w *writeStmts) error {
 	return func(w *writeStmts) error {
-		var err error
-		if *sentChanged, err = w.markSentOp(id, serverID, at, sentCb, now); err != nil {
-			return err
+		var cur string
+		var missing bool // server_id or sent_at not set yet
+		err := w.receiptState.QueryRowContext(bg, id).Scan(&cur, &missing)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
 		}
-		*changed, err = w.markStatusOp(id, status, at, cb, now)
-		return err
+		if err != nil {
+			return fmt.Errorf("store: receipt: %w", err)
+		}
+		stamp := now
+		if !at.IsZero() {
+			stamp = at.UnixNano()
+		}
+		sid := serverIDArg(serverID)
+		// The steps' conditions, as markSentOp and markStatusOp apply them in turn.
+		*sentChanged = cur == StatusAccepted
+		after := cur
+		if *sentChanged {
+			after = StatusSent
+		}
+		switch status {
+		case StatusDelivered:
+			*changed = after == StatusSent
+		case StatusRead:
+			*changed = after == StatusSent || after == StatusDelivered
+		}
+		var st *sql.Stmt
+		switch {
+		case *changed && status == StatusRead:
+			st = w.receiptRead
+		case *changed:
+			st = w.receiptDelivered
+		case *sentChanged:
+			// Sent, and already at or past status: cannot happen (accepted is before both).
+			return fmt.Errorf("store: receipt: unexpected state %q for %q", cur, status)
+		case missing:
+			st = w.markSentFill // the status stays; fill in server_id and sent_at
+		}
+		if st != nil {
+			if _, err := w.exec(st, sid, stamp, id); err != nil {
+				return fmt.Errorf("store: mark %s: %w", status, err)
+			}
+		}
+		if *sentChanged {
+			if err := w.insertCallback(sentCb, now); err != nil {
+				return err
+			}
+		}
+		if *changed {
+			return w.insertCallback(cb, now)
+		}
+		return nil
 	}
 }
 

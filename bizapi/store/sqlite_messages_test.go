@@ -355,3 +355,42 @@ func TestMarkFailed(t *testing.T) {
 		t.Fatalf("error on a message that never failed: %+v", m.Error)
 	}
 }
+
+// MarkSentAsync records the ack like MarkSent and reports in done, after the commit; an unknown
+// message is ErrNotFound there, and fails nothing else of its batch.
+func TestMarkSentAsync(t *testing.T) {
+	s, c := openTest(t)
+	addMsg(t, s, "a")
+	type res struct {
+		changed bool
+		err     error
+	}
+	mark := func(id string) <-chan res {
+		ch := make(chan res, 1)
+		if err := s.MarkSentAsync(bg0, id, 4, c.Now(), cbOf("sent "+id), func(changed bool, err error) { ch <- res{changed, err} }); err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}
+	release := holdWriter(t, s)
+	r1, r2, r3 := mark("a"), mark("nope"), mark("a") // one batch
+	release()
+	if r := <-r1; r.err != nil || !r.changed {
+		t.Fatalf("first ack: %+v", r)
+	}
+	if r := <-r2; !errors.Is(r.err, ErrNotFound) || r.changed {
+		t.Fatalf("unknown message: %+v", r)
+	}
+	if r := <-r3; r.err != nil || r.changed {
+		t.Fatalf("repeated ack: %+v", r)
+	}
+	if m := mustMessage(t, s, "a"); m.Status != StatusSent || m.ServerID != 4 {
+		t.Fatalf("a = %+v", m)
+	}
+	if got := callbacks(t, s); !slices.Equal(got, []string{"sent a"}) {
+		t.Fatalf("callbacks %v", got)
+	}
+	if err := s.MarkSentAsync(bg0, "a", 4, c.Now(), &Callback{}, func(bool, error) {}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("empty callback: %v", err)
+	}
+}

@@ -89,11 +89,14 @@ type Store interface {
 	// MarkReceipt is MarkSent(id, serverID, at, sentCb) then MarkStatus(id, status, at, cb) in one
 	// transaction, with one commit: what a receipt does. Either both steps apply or neither.
 	MarkReceipt(ctx context.Context, id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback) (sentChanged, changed bool, err error)
-	// MarkReceiptAsync and SaveInboundAsync do the same without waiting: done runs after the commit,
-	// in submission order, on the store's writer (it must not block). They return an error, and done
-	// is never called, only when the operation could not be queued.
+	// MarkReceiptAsync, MarkSentAsync and SaveInboundAsync do the same as MarkReceipt, MarkSent
+	// and SaveInbound without waiting: done runs after the commit, in submission order, on the
+	// store's writer (it must not block). They return an error, and done is never called, only when
+	// the operation could not be queued; once queued, it runs whatever ctx does.
 	MarkReceiptAsync(ctx context.Context, id string, serverID uint64, status string, at time.Time, sentCb, cb *Callback,
 		done func(sentChanged, changed bool, err error)) error
+	MarkSentAsync(ctx context.Context, id string, serverID uint64, at time.Time, cb *Callback,
+		done func(changed bool, err error)) error
 	// MarkFailed ends a message with StatusFailed and the error, and queues cb.
 	MarkFailed(ctx context.Context, id string, e ErrorInfo, at time.Time, cb *Callback) error
 
@@ -114,15 +117,22 @@ type Store interface {
 
 	// EnqueueCallback queues a callback on its own.
 	EnqueueCallback(ctx context.Context, cb Callback) error
-	// DueCallbacks returns queued callbacks with NextAt ≤ now, oldest first, at most limit, leaving
-	// out the IDs in except (the dispatcher's requests in flight: it need not read them again).
-	DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]Callback, error)
+	// DueCallbacks returns queued callbacks with NextAt ≤ now whose key (NextAt, ID) comes after
+	// the key after, in key order (due longest first), at most limit. The zero key starts at the
+	// beginning; the webhook dispatcher passes the key of the last callback it has in flight, so
+	// that it does not read those again.
+	DueCallbacks(ctx context.Context, now time.Time, limit int, after CallbackKey) ([]Callback, error)
 	// NextCallbackAt returns the earliest NextAt of the queue (zero time and no error when empty).
 	NextCallbackAt(ctx context.Context) (time.Time, error)
-	// DeleteCallback removes a delivered callback.
+	// DeleteCallback removes a delivered callback; DeleteCallbacks several, in one transaction.
+	// Absent ids are no error.
 	DeleteCallback(ctx context.Context, id int64) error
+	DeleteCallbacks(ctx context.Context, ids []int64) error
 	// RetryCallback records a failed attempt: Attempts and NextAt are set, LastError kept.
 	RetryCallback(ctx context.Context, id int64, attempts int, next time.Time, lastErr string) error
+	// RetryCallbacks records the same failed attempt for several callbacks (the callbacks of one
+	// webhook request), in one transaction; ids no longer queued are skipped.
+	RetryCallbacks(ctx context.Context, ids []int64, attempts int, next time.Time, lastErr string) error
 
 	// Stats returns queue depths and counts for health and metrics.
 	Stats(ctx context.Context) (Stats, error)
@@ -219,14 +229,43 @@ type Inbound struct {
 	ReadSent      bool
 }
 
-// Callback is one webhook request waiting to be delivered.
+// Callback is one webhook callback waiting to be delivered.
 type Callback struct {
-	ID        int64 // assigned by the store
-	Payload   json.RawMessage
-	Attempts  int
-	NextAt    time.Time // zero → now
+	ID      int64 // assigned by the store
+	Payload json.RawMessage
+	// Attempts counts the failed attempts so far.
+	Attempts int
+	// NextAt is when the callback is due. Zero at enqueue means now, taken when the write runs: so
+	// callbacks enqueued with a zero NextAt have non-decreasing NextAt in ID (commit) order, and a
+	// reader that went past the key of one never misses a later one.
+	NextAt    time.Time
 	CreatedAt time.Time
 	LastError string
+}
+
+// CallbackKey is a callback's place in the queue's due order: by NextAt, then ID.
+type CallbackKey struct {
+	NextAt time.Time
+	ID     int64
+}
+
+// Key returns cb's CallbackKey.
+func (cb Callback) Key() CallbackKey { return CallbackKey{NextAt: cb.NextAt, ID: cb.ID} }
+
+// Less reports whether k comes before o in the due order. The zero key comes before every
+// callback's.
+func (k CallbackKey) Less(o CallbackKey) bool {
+	switch {
+	case k.NextAt.IsZero() && o.NextAt.IsZero():
+		return k.ID < o.ID
+	case k.NextAt.IsZero():
+		return true
+	case o.NextAt.IsZero():
+		return false
+	case !k.NextAt.Equal(o.NextAt):
+		return k.NextAt.Before(o.NextAt)
+	}
+	return k.ID < o.ID
 }
 
 // Stats are depths and counts.

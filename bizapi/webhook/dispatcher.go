@@ -19,13 +19,18 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/store"
 )
 
-// Defaults for the zero values of Settings (the On-Premises defaults).
+// Defaults for the zero values of Settings (the On-Premises defaults, and ours for MaxBatch).
 const (
 	DefaultMaxConcurrent   = 12
+	DefaultMaxBatch        = 100
 	DefaultBackoffDelay    = 3 * time.Second
 	DefaultMaxBackoffDelay = 15 * time.Minute
 	DefaultTimeout         = 10 * time.Second
 )
+
+// MaxBatchBytes bounds the payloads merged into one request: a callback joins a batch only if the
+// payloads together stay within it (a single larger payload is sent alone, as it is).
+const MaxBatchBytes = 64 << 10
 
 // Header names of a callback request.
 const (
@@ -47,6 +52,16 @@ const (
 	maxDrain = 64 << 10
 	// maxLastError bounds the error text stored with a callback.
 	maxLastError = 300
+	// maxPartial is how many requests carrying less than a full batch may be open at once (when
+	// Settings.MaxBatch > 1). While they are, new callbacks wait for one of them to finish, or
+	// for a full batch, and so gather into larger batches as the load grows; see the package
+	// documentation.
+	maxPartial = 2
+	// rescanEvery: at least this often (and whenever no request is open) a round reads the queue
+	// from its start instead of after the callbacks in flight (see round).
+	rescanEvery = time.Second
+	// maxRead bounds the callbacks one round reads.
+	maxRead = 2000
 )
 
 // Settings are the webhook application settings. The Dispatcher reads them at every dispatch round,
@@ -60,6 +75,9 @@ type Settings struct {
 	// MaxConcurrent bounds the callback requests in flight (webhooks.max_concurrent_requests);
 	// 0 → 12.
 	MaxConcurrent int
+	// MaxBatch bounds the callbacks sent in one request (webhooks.max_callbacks_per_request);
+	// 0 → 100, 1 → one callback per request. See the package documentation.
+	MaxBatch int
 	// BackoffDelay is callback_backoff_delay_ms; 0 → 3 s. The delay before the next attempt grows
 	// by this much per failure: 3 s, 6 s, 9 s, … (the On-Premises meaning).
 	BackoffDelay time.Duration
@@ -75,6 +93,9 @@ type Settings struct {
 func (s Settings) withDefaults() Settings {
 	if s.MaxConcurrent <= 0 {
 		s.MaxConcurrent = DefaultMaxConcurrent
+	}
+	if s.MaxBatch <= 0 {
+		s.MaxBatch = DefaultMaxBatch
 	}
 	if s.BackoffDelay <= 0 {
 		s.BackoffDelay = DefaultBackoffDelay
@@ -103,10 +124,10 @@ func (s Settings) RetryDelay(attempts int) time.Duration {
 // true: callbacks survive restarts) and so does MemQueue (callback_persist false).
 type Queue interface {
 	EnqueueCallback(ctx context.Context, cb store.Callback) error
-	DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error)
+	DueCallbacks(ctx context.Context, now time.Time, limit int, after store.CallbackKey) ([]store.Callback, error)
 	NextCallbackAt(ctx context.Context) (time.Time, error)
-	DeleteCallback(ctx context.Context, id int64) error
-	RetryCallback(ctx context.Context, id int64, attempts int, next time.Time, lastErr string) error
+	DeleteCallbacks(ctx context.Context, ids []int64) error
+	RetryCallbacks(ctx context.Context, ids []int64, attempts int, next time.Time, lastErr string) error
 }
 
 var (
@@ -126,10 +147,10 @@ type Config struct {
 	Logger *slog.Logger // nil → discard
 	// Now is the clock for due times, backoff and signatures; nil → time.Now.
 	Now func() time.Time
-	// OnResult, if set, is called after every attempt (metrics): ok is true for a 2xx, status is the
-	// HTTP status or 0 when no response came, latency is the request's duration. Attempts
-	// abandoned because Run is stopping are not reported.
-	OnResult func(ok bool, status int, latency time.Duration)
+	// OnResult, if set, is called after every request (metrics): ok is true for a 2xx, status is the
+	// HTTP status or 0 when no response came, latency is the request's duration, callbacks the
+	// number of callbacks it carried. Requests abandoned because Run is stopping are not reported.
+	OnResult func(ok bool, status int, latency time.Duration, callbacks int)
 	// Version goes into the User-Agent ("bizapi/<Version>"); "" → the main module's version from
 	// the build info, or "dev".
 	Version string
@@ -142,24 +163,39 @@ type Dispatcher struct {
 	client   *http.Client
 	log      *slog.Logger
 	now      func() time.Time
-	onResult func(bool, int, time.Duration)
+	onResult func(bool, int, time.Duration, int)
 	ua       string
 
 	poke    chan struct{} // capacity 1: "look now" (Wake, a finished request)
 	running atomic.Bool
 	wg      sync.WaitGroup // deliver goroutines
 
-	// inflight is owned by Run's goroutine: the callbacks being sent. Workers report completion
-	// through finished, after they recorded the result in the queue; Run removes them from inflight
-	// at the start of the next round, before it reads the queue again. So a callback is never in a
-	// round's DueCallbacks answer without being in inflight while its request is open or its result
-	// not yet recorded — it is never sent twice at once.
-	inflight map[int64]struct{}
-	except   []int64 // the IDs of inflight, for DueCallbacks (Run only; reused)
+	// Owned by Run's goroutine. inflight holds the callbacks being sent; busy and partial count
+	// the requests open and those of them carrying less than a full batch. Workers report the end
+	// of a request through released as soon as its answer came (so that the next request need not
+	// wait for the store's commit of this one's result), and completion through finished, after
+	// they recorded the result in the queue; Run removes them from inflight at the start of the
+	// next round, before it reads the queue again. So a callback is never in a round's
+	// DueCallbacks answer without being in inflight while its request is open or its result not
+	// yet recorded — it is never sent twice at once.
+	inflight      map[int64]struct{}
+	busy, partial int
+	// after is the key up to which every due callback is in flight: a round reads only the
+	// callbacks after it, not those in flight again (reading them at every round made a round
+	// cost O(callbacks in flight)). It holds because callbacks queued with a zero NextAt get a
+	// NextAt no earlier than the clock when they are written (store.Callback.NextAt), so they sort
+	// after what was read before them; a retry moves a callback later. Whatever could still
+	// slip behind it (a NextAt set in the past by another writer, a clock stepping back, a write
+	// that raced a read) is found by the full reads: after is reset whenever nothing is in
+	// flight, and at least every rescanEvery.
+	after    store.CallbackKey
+	rescanAt time.Time
+	readGen  uint64 // wakeGen at the last read of the queue
 
 	mu       sync.Mutex
-	finished []int64
-	recErr   error // a worker could not record a result
+	finished []finished
+	released [2]int // requests ended since the last round: [0] full batches, [1] partial ones
+	recErr   error  // a worker could not record a result
 
 	failing atomic.Bool // the last attempt failed (for logging transitions only)
 
@@ -169,6 +205,12 @@ type Dispatcher struct {
 	// when it ends. roundGen ≥ g means a whole round ran after the g-th Wake.
 	wakeGen  atomic.Uint64
 	roundGen atomic.Uint64
+}
+
+// finished is a request whose result is recorded (or that was abandoned).
+type finished struct {
+	ids   []int64
+	retry time.Time // the callbacks' new NextAt when they failed; zero otherwise
 }
 
 // New returns a Dispatcher; Run starts it.
@@ -241,8 +283,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	defer d.wg.Wait()
 	// A previous Run ended after all its requests did: nothing is in flight.
 	clear(d.inflight)
+	d.busy, d.partial, d.after, d.rescanAt = 0, 0, store.CallbackKey{}, time.Time{}
 	d.mu.Lock()
-	d.finished, d.recErr = nil, nil
+	d.finished, d.released, d.recErr = nil, [2]int{}, nil
 	d.mu.Unlock()
 
 	timer := time.NewTimer(time.Hour)
@@ -295,15 +338,28 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 // round (unless poked): until the next due time, or maxIdle when only a poke can change anything.
 func (d *Dispatcher) round(ctx context.Context, spins *int) (time.Duration, error) {
 	d.mu.Lock()
-	done, recErr := d.finished, d.recErr
-	d.finished, d.recErr = nil, nil
+	done, released, recErr := d.finished, d.released, d.recErr
+	d.finished, d.released, d.recErr = nil, [2]int{}, nil
 	d.mu.Unlock()
-	for _, id := range done {
-		delete(d.inflight, id)
+	d.busy -= released[0] + released[1]
+	d.partial -= released[1]
+	for _, f := range done {
+		first := f.ids[0]
+		for _, id := range f.ids {
+			delete(d.inflight, id)
+			first = min(first, id)
+		}
+		// A retry moves its callbacks later, normally past after; if not (a clock that stepped
+		// back), read again from just before them.
+		if k := (store.CallbackKey{NextAt: f.retry, ID: first}); !f.retry.IsZero() && !d.after.Less(k) {
+			d.after = store.CallbackKey{NextAt: f.retry, ID: first - 1}
+		}
 	}
 	if recErr != nil {
-		// The result of a request could not be recorded; the callback is still queued as it was
-		// and will be sent again. Pause instead of spinning on a broken queue.
+		// The result of a request could not be recorded; its callbacks are still queued as they
+		// were (maybe before after) and will be sent again. Pause instead of spinning on a broken
+		// queue.
+		d.after = store.CallbackKey{}
 		return 0, fmt.Errorf("recording a callback result: %w", recErr)
 	}
 
@@ -311,39 +367,68 @@ func (d *Dispatcher) round(ctx context.Context, spins *int) (time.Duration, erro
 	if s.URL == "" {
 		return maxIdle, nil // callbacks wait; a Wake after setting the URL starts them
 	}
-	busy := len(d.inflight)
-	free := s.MaxConcurrent - busy
+	free := s.MaxConcurrent - d.busy
 	if free <= 0 {
 		return maxIdle, nil // a finishing request pokes
 	}
-	now := d.now()
-	// The callbacks in flight are still queued until their result is recorded: leave them out
-	// (reading them again at every round made each round cost O(MaxConcurrent)).
-	d.except = d.except[:0]
-	for id := range d.inflight {
-		d.except = append(d.except, id)
+	// Requests with less than a full batch: with MaxBatch 1 every request is full, and up to
+	// MaxConcurrent may be open as before batching.
+	partialCap := min(maxPartial, s.MaxConcurrent)
+	gen := d.wakeGen.Load()
+	if s.MaxBatch > 1 && d.partial >= partialCap && gen-d.readGen < uint64(s.MaxBatch) {
+		// Only a full batch could start, and fewer callbacks than that were queued (one Wake
+		// each) since the last read: wait for a request to finish (it pokes) or more Wakes.
+		return maxIdle, nil
 	}
-	due, err := d.q.DueCallbacks(ctx, now, free, d.except)
+	d.readGen = gen
+	if wall := time.Now(); len(d.inflight) == 0 || wall.After(d.rescanAt) {
+		d.after, d.rescanAt = store.CallbackKey{}, wall.Add(rescanEvery)
+	}
+	now := d.now()
+	limit := free * s.MaxBatch
+	if d.after == (store.CallbackKey{}) {
+		limit += len(d.inflight) // a full read meets the callbacks in flight again: not part of the limit
+	}
+	limit = min(limit, maxRead)
+	due, err := d.q.DueCallbacks(ctx, now, limit, d.after)
 	if err != nil {
 		return 0, err
 	}
-	started := 0
-	for _, cb := range due {
-		if started == free {
-			break
-		}
-		if _, ok := d.inflight[cb.ID]; ok {
+	held := false
+	for _, b := range assemble(due, d.inflight, s.MaxBatch) {
+		if free == 0 || !b.full && d.partial >= partialCap {
+			held = true
 			continue
 		}
-		d.inflight[cb.ID] = struct{}{}
-		started++
+		for _, cb := range b.cbs {
+			d.inflight[cb.ID] = struct{}{}
+		}
+		d.busy++
+		if !b.full {
+			d.partial++
+		}
+		free--
 		d.started.Add(1)
 		d.wg.Add(1)
-		go d.deliver(ctx, s, cb)
+		go d.deliver(ctx, s, b)
 	}
-	if started == free {
+	// Every due callback up to the first one not started is in flight now.
+	for _, cb := range due {
+		if _, ok := d.inflight[cb.ID]; !ok {
+			break
+		}
+		d.after = cb.Key()
+	}
+	switch {
+	case held:
 		*spins = 0
-		return maxIdle, nil // slots full; maybe more is due: a finishing request pokes
+		return maxIdle, nil // waiting for a slot: a finishing request pokes
+	case len(due) == limit:
+		*spins = 0
+		if free == 0 {
+			return maxIdle, nil
+		}
+		return 0, nil // the read was cut at maxRead: read on
 	}
 	// Everything due is in flight now.
 	next, err := d.q.NextCallbackAt(ctx)
@@ -357,11 +442,12 @@ func (d *Dispatcher) round(ctx context.Context, spins *int) (time.Duration, erro
 	case next.After(now):
 		*spins = 0
 		return next.Sub(now), nil
-	case len(d.inflight) > 0:
+	case d.busy > 0:
 		// The earliest due time is (most likely) that of a callback in flight. Its completion
-		// pokes; a callback falling due before that waits for it (at most Settings.Timeout).
+		// pokes; a callback falling due before that waits for it (at most Settings.Timeout), or
+		// for the next full read.
 		*spins = 0
-		return maxIdle, nil
+		return min(maxIdle, max(time.Until(d.rescanAt), time.Millisecond)), nil
 	default:
 		// Something fell due between the two queries (enqueued without Wake): look again, but do
 		// not spin if the queue keeps answering like this.
@@ -373,16 +459,22 @@ func (d *Dispatcher) round(ctx context.Context, spins *int) (time.Duration, erro
 	}
 }
 
-// deliver sends one callback and records the result.
-func (d *Dispatcher) deliver(ctx context.Context, s Settings, cb store.Callback) {
+// deliver sends one batch and records the result.
+func (d *Dispatcher) deliver(ctx context.Context, s Settings, b *batch) {
 	defer d.wg.Done()
-	attempt := cb.Attempts + 1
+	ids := make([]int64, len(b.cbs))
+	for i, cb := range b.cbs {
+		ids[i] = cb.ID
+	}
+	f := finished{ids: ids}
+	attempt := b.attempts + 1
 	start := time.Now()
-	status, err := d.post(ctx, s, cb, attempt)
+	status, err := d.post(ctx, s, b.body(), attempt)
 	latency := time.Since(start)
+	d.release(b.full)
 	if err != nil && ctx.Err() != nil {
-		// Run is stopping: abandoned, not a failure of the receiver. The callback stays queued.
-		d.finish(cb.ID, nil)
+		// Run is stopping: abandoned, not a failure of the receiver. The callbacks stay queued.
+		d.finish(f, nil)
 		return
 	}
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
@@ -390,38 +482,49 @@ func (d *Dispatcher) deliver(ctx context.Context, s Settings, cb store.Callback)
 	ok := err == nil && status >= 200 && status <= 299
 	var recErr error
 	if ok {
-		recErr = d.q.DeleteCallback(rctx, cb.ID)
+		recErr = d.q.DeleteCallbacks(rctx, ids)
 		if d.failing.CompareAndSwap(true, false) {
 			d.log.Info("webhook: receiver accepts callbacks again", "url", redact(s.URL))
 		}
 	} else {
 		msg := describe(status, err, s.Timeout)
 		delay := s.RetryDelay(attempt)
-		recErr = d.q.RetryCallback(rctx, cb.ID, attempt, d.now().Add(delay), msg)
-		if errors.Is(recErr, store.ErrNotFound) {
-			recErr = nil // deleted meanwhile (not by us): nothing left to retry
-		}
+		f.retry = d.now().Add(delay)
+		recErr = d.q.RetryCallbacks(rctx, ids, attempt, f.retry, msg)
 		if d.failing.CompareAndSwap(false, true) {
-			d.log.Warn("webhook: callback failed; retrying with backoff", "url", redact(s.URL),
-				"id", cb.ID, "attempt", attempt, "err", msg, "retry_in", delay)
+			d.log.Warn("webhook: callback request failed; retrying with backoff", "url", redact(s.URL),
+				"callbacks", len(ids), "first_id", ids[0], "attempt", attempt, "err", msg, "retry_in", delay)
 		} else {
-			d.log.Debug("webhook: callback failed", "id", cb.ID, "attempt", attempt, "err", msg,
-				"retry_in", delay)
+			d.log.Debug("webhook: callback request failed", "callbacks", len(ids), "first_id", ids[0],
+				"attempt", attempt, "err", msg, "retry_in", delay)
 		}
 	}
 	if recErr != nil {
-		d.log.Error("webhook: recording a callback result failed", "id", cb.ID, "delivered", ok,
-			"err", recErr)
+		d.log.Error("webhook: recording a callback result failed", "callbacks", len(ids), "first_id", ids[0],
+			"delivered", ok, "err", recErr)
+		f.retry = time.Time{}
 	}
 	if d.onResult != nil {
-		d.onResult(ok, status, latency)
+		d.onResult(ok, status, latency, len(ids))
 	}
-	d.finish(cb.ID, recErr)
+	d.finish(f, recErr)
 }
 
-func (d *Dispatcher) finish(id int64, recErr error) {
+// release reports that a request ended: its slot is free.
+func (d *Dispatcher) release(full bool) {
 	d.mu.Lock()
-	d.finished = append(d.finished, id)
+	if full {
+		d.released[0]++
+	} else {
+		d.released[1]++
+	}
+	d.mu.Unlock()
+	d.pokeNow()
+}
+
+func (d *Dispatcher) finish(f finished, recErr error) {
+	d.mu.Lock()
+	d.finished = append(d.finished, f)
 	if recErr != nil {
 		d.recErr = recErr
 	}
@@ -430,10 +533,10 @@ func (d *Dispatcher) finish(id int64, recErr error) {
 }
 
 // post sends one request and returns the response status (0 and the error when none came).
-func (d *Dispatcher) post(ctx context.Context, s Settings, cb store.Callback, attempt int) (int, error) {
+func (d *Dispatcher) post(ctx context.Context, s Settings, body []byte, attempt int) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(cb.Payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.URL, bytes.NewReader(body))
 	if err != nil {
 		return 0, err
 	}
@@ -441,7 +544,7 @@ func (d *Dispatcher) post(ctx context.Context, s Settings, cb store.Callback, at
 	req.Header.Set("User-Agent", d.ua)
 	req.Header.Set(HeaderAttempt, strconv.Itoa(attempt))
 	if s.Secret != "" {
-		req.Header.Set(HeaderSignature, Sign(s.Secret, d.now(), cb.Payload))
+		req.Header.Set(HeaderSignature, Sign(s.Secret, d.now(), body))
 	}
 	resp, err := d.client.Do(req)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -19,10 +20,11 @@ import (
 	"github.com/chatd-dev/chatd/bizapi/store"
 )
 
+// With MaxBatch 1 every callback is a request of its own, its payload the body.
 func TestDeliveredIsDeleted(t *testing.T) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
 		rc := newReceiver(t, ok200)
-		h := start(t, q, Settings{URL: rc.URL()})
+		h := start(t, q, Settings{URL: rc.URL(), MaxBatch: 1})
 		for i := range 3 {
 			h.enqueue(t, payloadN(i))
 		}
@@ -216,7 +218,8 @@ func TestTimeout(t *testing.T) {
 }
 
 // The receiver is down (nothing listens) for a while, then comes up on the same address: every
-// callback arrives, exactly once, and the attempts while it was down were counted.
+// callback arrives, exactly once, and the attempts while it was down were counted — for every
+// callback of a failed request (they travel in batches of up to MaxBatch).
 func TestReceiverDownThenUp(t *testing.T) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -227,7 +230,7 @@ func TestReceiverDownThenUp(t *testing.T) {
 		ln.Close() // down: connection refused
 
 		const n = 20
-		h := start(t, q, Settings{URL: "http://" + addr + "/hook", BackoffDelay: time.Second, MaxConcurrent: 4})
+		h := start(t, q, Settings{URL: "http://" + addr + "/hook", BackoffDelay: time.Second, MaxConcurrent: 4, MaxBatch: 8})
 		for i := range n {
 			enqueueAt(t, q, payloadN(i), h.clock.Now())
 		}
@@ -273,24 +276,40 @@ func TestReceiverDownThenUp(t *testing.T) {
 		t.Cleanup(rc.srv.Close)
 		h.round(t)
 
-		eventually(t, "every callback delivered", func() bool { return rc.count() == n && len(pending(t, q)) == 0 })
+		eventually(t, "every callback delivered", func() bool { return len(pending(t, q)) == 0 })
 		seen := map[string]int{}
+		for _, id := range rc.statusIDs(t) {
+			seen[id]++
+		}
 		for _, r := range rc.requests() {
-			seen[r.body]++
 			if a := r.header.Get(HeaderAttempt); a != "4" {
 				t.Errorf("%s %q, want 4", HeaderAttempt, a)
 			}
 		}
 		for i := range n {
-			if seen[payloadN(i)] != 1 {
-				t.Errorf("callback %d arrived %d times", i, seen[payloadN(i)])
+			if seen[idN(i)] != 1 {
+				t.Errorf("callback %d arrived %d times", i, seen[idN(i)])
 			}
+		}
+		if got := rc.count(); got != 3 {
+			t.Errorf("%d requests for %d callbacks in batches of 8, want 3", got, n)
 		}
 	})
 }
 
-// At most MaxConcurrent requests are open at once, and queued callbacks cost no goroutines.
+// At most MaxConcurrent requests are open at once, and queued callbacks cost no goroutines: one
+// callback per request (MaxBatch 1), or the 300 in three full batches of 100 (the default).
 func TestMaxConcurrent(t *testing.T) {
+	for _, c := range []struct {
+		maxBatch, wantRequests int
+	}{{1, 300}, {0, 3}} {
+		t.Run(fmt.Sprint("batch", c.maxBatch), func(t *testing.T) {
+			testMaxConcurrent(t, c.maxBatch, c.wantRequests)
+		})
+	}
+}
+
+func testMaxConcurrent(t *testing.T, maxBatch, wantRequests int) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
 		const limit, n = 3, 300
 		var mu sync.Mutex
@@ -314,7 +333,8 @@ func TestMaxConcurrent(t *testing.T) {
 		})
 		current := func() int { mu.Lock(); defer mu.Unlock(); return cur }
 
-		h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: limit, Timeout: time.Minute})
+		h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: limit, MaxBatch: maxBatch, Timeout: time.Minute})
+		h.round(t) // the first round is over: the callbacks below are all queued when the next reads
 		baseline := runtime.NumGoroutine()
 		for i := range n {
 			enqueueAt(t, q, payloadN(i), h.clock.Now())
@@ -333,8 +353,11 @@ func TestMaxConcurrent(t *testing.T) {
 		}
 		close(gate)
 		eventually(t, "everything delivered", func() bool { return len(pending(t, q)) == 0 })
-		if rc.count() != n {
-			t.Errorf("%d requests, want %d", rc.count(), n)
+		if rc.count() != wantRequests {
+			t.Errorf("%d requests, want %d", rc.count(), wantRequests)
+		}
+		if ids := rc.statusIDs(t); len(ids) != n {
+			t.Errorf("%d statuses arrived, want %d", len(ids), n)
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -368,7 +391,7 @@ func TestMaxConcurrentLowered(t *testing.T) {
 			return http.StatusOK
 		})
 		current := func() int { mu.Lock(); defer mu.Unlock(); return cur }
-		h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: 4, Timeout: time.Minute})
+		h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: 4, MaxBatch: 1, Timeout: time.Minute})
 		for i := range 10 {
 			enqueueAt(t, q, payloadN(i), h.clock.Now())
 		}
@@ -377,7 +400,7 @@ func TestMaxConcurrentLowered(t *testing.T) {
 		mu.Lock()
 		lowered = true
 		mu.Unlock()
-		h.set.Set(Settings{URL: rc.URL(), MaxConcurrent: 1, Timeout: time.Minute})
+		h.set.Set(Settings{URL: rc.URL(), MaxConcurrent: 1, MaxBatch: 1, Timeout: time.Minute})
 		h.round(t)
 		for range 10 {
 			gate <- struct{}{}
@@ -392,11 +415,11 @@ func TestMaxConcurrentLowered(t *testing.T) {
 	})
 }
 
-// With one slot, callbacks go out oldest first.
+// With one slot and one callback per request, callbacks go out oldest first.
 func TestOldestFirst(t *testing.T) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
 		rc := newReceiver(t, ok200)
-		s := Settings{MaxConcurrent: 1}
+		s := Settings{MaxConcurrent: 1, MaxBatch: 1}
 		h := start(t, q, s)
 		t0 := h.clock.Now()
 		for i := range 6 {
@@ -515,7 +538,10 @@ func TestNoURLKeepsCallbacks(t *testing.T) {
 		}
 		h.set.SetURL(rc.URL())
 		h.d.Wake()
-		eventually(t, "delivery once the URL is set", func() bool { return rc.count() == 3 && len(pending(t, q)) == 0 })
+		eventually(t, "delivery once the URL is set", func() bool { return len(pending(t, q)) == 0 })
+		if ids := rc.statusIDs(t); !slices.Equal(ids, []string{idN(0), idN(1), idN(2)}) {
+			t.Errorf("statuses %v", ids)
+		}
 	})
 }
 
@@ -579,7 +605,7 @@ func testStopRestart(t *testing.T, q Queue, reopen func(t *testing.T) Queue) {
 		}
 		return http.StatusOK
 	})
-	h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: slots, Timeout: time.Minute})
+	h := start(t, q, Settings{URL: rc.URL(), MaxConcurrent: slots, MaxBatch: 1, Timeout: time.Minute})
 	for i := range n {
 		enqueueAt(t, q, payloadN(i), h.clock.Now())
 	}
@@ -604,7 +630,7 @@ func testStopRestart(t *testing.T, q Queue, reopen func(t *testing.T) Queue) {
 	hold = false
 	mu.Unlock()
 	q2 := reopen(t)
-	h2 := start(t, q2, Settings{URL: rc.URL(), MaxConcurrent: slots})
+	h2 := start(t, q2, Settings{URL: rc.URL(), MaxConcurrent: slots, MaxBatch: 1})
 	h2.d.Wake()
 	eventually(t, "everything delivered after the restart", func() bool { return len(pending(t, q2)) == 0 })
 	seen := map[string]int{}
@@ -717,20 +743,20 @@ type flakyQueue struct {
 	*MemQueue
 	fail        atomic.Bool
 	calls       atomic.Int64
-	failDeletes atomic.Int64 // this many DeleteCallback calls fail
+	failDeletes atomic.Int64 // this many DeleteCallbacks calls fail
 }
 
-func (f *flakyQueue) DeleteCallback(ctx context.Context, id int64) error {
+func (f *flakyQueue) DeleteCallbacks(ctx context.Context, ids []int64) error {
 	if f.failDeletes.Add(-1) >= 0 {
 		return errors.New("disk full")
 	}
-	return f.MemQueue.DeleteCallback(ctx, id)
+	return f.MemQueue.DeleteCallbacks(ctx, ids)
 }
 
-func (f *flakyQueue) DueCallbacks(ctx context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error) {
+func (f *flakyQueue) DueCallbacks(ctx context.Context, now time.Time, limit int, after store.CallbackKey) ([]store.Callback, error) {
 	if f.fail.Load() {
 		f.calls.Add(1)
 		return nil, errors.New("disk on fire")
 	}
-	return f.MemQueue.DueCallbacks(ctx, now, limit, except)
+	return f.MemQueue.DueCallbacks(ctx, now, limit, after)
 }

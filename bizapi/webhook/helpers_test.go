@@ -2,6 +2,7 @@ package webhook
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -106,6 +107,36 @@ func (rc *receiver) requests() []request {
 	return append([]request(nil), rc.reqs...)
 }
 
+// statusIDs returns the ids of the statuses of every request, request by request in arrival order
+// and in array order within one.
+func (rc *receiver) statusIDs(t *testing.T) []string {
+	t.Helper()
+	var ids []string
+	for _, r := range rc.requests() {
+		ids = append(ids, statusIDsOf(t, r.body)...)
+	}
+	return ids
+}
+
+// statusIDsOf returns the status ids of a {"statuses":[…]} body; it fails the test on another shape.
+func statusIDsOf(t *testing.T, body string) []string {
+	t.Helper()
+	var p map[string][]struct {
+		ID string `json:"id"`
+	}
+	if err := json.Unmarshal([]byte(body), &p); err != nil || len(p) != 1 || p["statuses"] == nil {
+		t.Fatalf("body %q is not {\"statuses\":[…]} (%v)", body, err)
+	}
+	var ids []string
+	for _, s := range p["statuses"] {
+		ids = append(ids, s.ID)
+	}
+	return ids
+}
+
+// idN is the status id in payloadN(i).
+func idN(i int) string { return fmt.Sprintf("gBEG%04d", i) }
+
 func (rc *receiver) count() int {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
@@ -140,7 +171,7 @@ func start(t *testing.T, q Queue, s Settings) *harness {
 		Settings: h.set.Get,
 		Now:      h.clock.Now,
 		Version:  "test",
-		OnResult: func(ok bool, status int, _ time.Duration) {
+		OnResult: func(ok bool, status int, _ time.Duration, _ int) {
 			h.mu.Lock()
 			h.results = append(h.results, result{ok, status})
 			h.mu.Unlock()
@@ -205,7 +236,7 @@ func enqueueAt(t *testing.T, q Queue, payload string, at time.Time) {
 // pending returns every queued callback, whatever its due time.
 func pending(t *testing.T, q Queue) []store.Callback {
 	t.Helper()
-	cbs, err := q.DueCallbacks(context.Background(), time.Now().Add(100*365*24*time.Hour), 1_000_000, nil)
+	cbs, err := q.DueCallbacks(context.Background(), time.Now().Add(100*365*24*time.Hour), 1_000_000, store.CallbackKey{})
 	if err != nil {
 		t.Fatalf("DueCallbacks: %v", err)
 	}

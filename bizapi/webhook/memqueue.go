@@ -4,7 +4,6 @@ import (
 	"container/heap"
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"time"
 
@@ -21,14 +20,17 @@ var ErrQueueFull = errors.New("webhook: callback queue full")
 // It is safe for concurrent use.
 //
 // Order: DueCallbacks returns the callbacks due longest (earliest NextAt) first, ties in enqueue
-// order (ID), like the SQLite store; for callbacks never retried that is enqueue order. Every operation costs O(log n), and
-// DueCallbacks O(limit · log n), so a full queue behind a dead receiver stays cheap.
+// order (ID), like the SQLite store; for callbacks never retried that is enqueue order. Every
+// operation costs O(log n), and DueCallbacks O((k + limit) · log n) where k is the number of due
+// callbacks at or before its after key (the dispatcher's in flight), so a full queue behind a dead
+// receiver stays cheap.
 type MemQueue struct {
-	mu     sync.Mutex
-	max    int
-	lastID int64
-	h      memHeap
-	byID   map[int64]*memEntry
+	mu       sync.Mutex
+	max      int
+	lastID   int64
+	lastNext time.Time // the last NextAt filled in for a zero one
+	h        memHeap
+	byID     map[int64]*memEntry
 }
 
 type memEntry struct {
@@ -45,7 +47,9 @@ func NewMemQueue(max int) *MemQueue {
 }
 
 // EnqueueCallback queues cb with a new ID (cb.ID is ignored). A zero CreatedAt becomes now and a
-// zero NextAt becomes CreatedAt (due at once). ErrQueueFull when the queue is full.
+// zero NextAt becomes CreatedAt (due at once), or the NextAt given to the previous such callback if
+// that is later: as in the store, callbacks queued with a zero NextAt have non-decreasing NextAt in
+// ID order. ErrQueueFull when the queue is full.
 func (q *MemQueue) EnqueueCallback(_ context.Context, cb store.Callback) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
@@ -59,6 +63,10 @@ func (q *MemQueue) EnqueueCallback(_ context.Context, cb store.Callback) error {
 	}
 	if cb.NextAt.IsZero() {
 		cb.NextAt = cb.CreatedAt
+		if cb.NextAt.Before(q.lastNext) {
+			cb.NextAt = q.lastNext
+		}
+		q.lastNext = cb.NextAt
 	}
 	e := &memEntry{cb: cb}
 	heap.Push(&q.h, e)
@@ -66,9 +74,9 @@ func (q *MemQueue) EnqueueCallback(_ context.Context, cb store.Callback) error {
 	return nil
 }
 
-// DueCallbacks returns at most limit callbacks with NextAt ≤ now, due longest first, without the IDs
-// in except.
-func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int, except []int64) ([]store.Callback, error) {
+// DueCallbacks returns at most limit callbacks with NextAt ≤ now and a key after after, due
+// longest first.
+func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int, after store.CallbackKey) ([]store.Callback, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	var out []store.Callback
@@ -76,7 +84,7 @@ func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int, exc
 	for len(out) < limit && len(q.h) > 0 && !q.h[0].cb.NextAt.After(now) {
 		e := heap.Pop(&q.h).(*memEntry)
 		popped = append(popped, e)
-		if !slices.Contains(except, e.cb.ID) {
+		if after.Less(e.cb.Key()) {
 			out = append(out, e.cb)
 		}
 	}
@@ -84,6 +92,27 @@ func (q *MemQueue) DueCallbacks(_ context.Context, now time.Time, limit int, exc
 		heap.Push(&q.h, e)
 	}
 	return out, nil
+}
+
+// DeleteCallbacks removes several callbacks at once; unknown ids are no error.
+func (q *MemQueue) DeleteCallbacks(_ context.Context, ids []int64) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		q.deleteLocked(id)
+	}
+	return nil
+}
+
+// RetryCallbacks records the same failed attempt for several callbacks at once; unknown ids are
+// skipped.
+func (q *MemQueue) RetryCallbacks(_ context.Context, ids []int64, attempts int, next time.Time, lastErr string) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for _, id := range ids {
+		q.retryLocked(id, attempts, next, lastErr)
+	}
+	return nil
 }
 
 // NextCallbackAt returns the earliest NextAt (zero when the queue is empty).
@@ -100,11 +129,15 @@ func (q *MemQueue) NextCallbackAt(context.Context) (time.Time, error) {
 func (q *MemQueue) DeleteCallback(_ context.Context, id int64) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	q.deleteLocked(id)
+	return nil
+}
+
+func (q *MemQueue) deleteLocked(id int64) {
 	if e, ok := q.byID[id]; ok {
 		heap.Remove(&q.h, e.idx)
 		delete(q.byID, id)
 	}
-	return nil
 }
 
 // RetryCallback records a failed attempt: Attempts, NextAt and LastError are set. store.ErrNotFound
@@ -112,13 +145,20 @@ func (q *MemQueue) DeleteCallback(_ context.Context, id int64) error {
 func (q *MemQueue) RetryCallback(_ context.Context, id int64, attempts int, next time.Time, lastErr string) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
+	if !q.retryLocked(id, attempts, next, lastErr) {
+		return store.ErrNotFound
+	}
+	return nil
+}
+
+func (q *MemQueue) retryLocked(id int64, attempts int, next time.Time, lastErr string) bool {
 	e, ok := q.byID[id]
 	if !ok {
-		return store.ErrNotFound
+		return false
 	}
 	e.cb.Attempts, e.cb.NextAt, e.cb.LastError = attempts, next, lastErr
 	heap.Fix(&q.h, e.idx)
-	return nil
+	return true
 }
 
 // Len returns the number of queued callbacks.

@@ -23,7 +23,7 @@ func TestMemQueueFull(t *testing.T) {
 	if q.Len() != 3 {
 		t.Fatalf("Len %d", q.Len())
 	}
-	due, _ := q.DueCallbacks(ctx, time.Now(), 1, nil)
+	due, _ := q.DueCallbacks(ctx, time.Now(), 1, store.CallbackKey{})
 	if err := q.DeleteCallback(ctx, due[0].ID); err != nil {
 		t.Fatal(err)
 	}
@@ -48,9 +48,9 @@ func TestMemQueueFullWithDispatcher(t *testing.T) {
 	rc := newReceiver(t, ok200)
 	h.set.SetURL(rc.URL())
 	h.d.Wake()
-	eventually(t, "the two delivered", func() bool { return rc.count() == 2 && q.Len() == 0 })
+	eventually(t, "the two delivered", func() bool { return len(rc.statusIDs(t)) == 2 && q.Len() == 0 })
 	h.enqueue(t, payloadN(2))
-	eventually(t, "the third delivered", func() bool { return rc.count() == 3 && q.Len() == 0 })
+	eventually(t, "the third delivered", func() bool { return len(rc.statusIDs(t)) == 3 && q.Len() == 0 })
 }
 
 func TestMemQueueOrderAndTimes(t *testing.T) {
@@ -89,26 +89,29 @@ func TestMemQueueOrderAndTimes(t *testing.T) {
 	if next, _ := q.NextCallbackAt(ctx); !next.Equal(t0) {
 		t.Errorf("NextCallbackAt %v, want %v", next, t0)
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(-time.Nanosecond), 10, nil); len(got) != 0 {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(-time.Nanosecond), 10, store.CallbackKey{}); len(got) != 0 {
 		t.Errorf("due before anything: %v", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Second), 10, nil); !eq(ids(got), []int64{2, 3, 4}) {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Second), 10, store.CallbackKey{}); !eq(ids(got), []int64{2, 3, 4}) {
 		t.Errorf("due at t0+1s: %v, want [2 3 4]", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, nil); !eq(ids(got), []int64{2, 3}) {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, store.CallbackKey{}); !eq(ids(got), []int64{2, 3}) {
 		t.Errorf("limit 2: %v, want [2 3]", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, []int64{2, 4}); !eq(ids(got), []int64{3, 1}) {
-		t.Errorf("except 2 and 4, limit 2: %v, want [3 1]", ids(got))
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 2, store.CallbackKey{NextAt: t0, ID: 2}); !eq(ids(got), []int64{3, 4}) {
+		t.Errorf("after 2, limit 2: %v, want [3 4]", ids(got))
 	}
-	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 0, nil); len(got) != 0 {
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10, store.CallbackKey{NextAt: t0, ID: 3}); !eq(ids(got), []int64{4, 1}) {
+		t.Errorf("after 3: %v, want [4 1]", ids(got))
+	}
+	if got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 0, store.CallbackKey{}); len(got) != 0 {
 		t.Errorf("limit 0: %v", ids(got))
 	}
 	// Retrying 2 moves it behind the others; its fields are kept.
 	if err := q.RetryCallback(ctx, 2, 1, t0.Add(10*time.Second), "HTTP 500"); err != nil {
 		t.Fatal(err)
 	}
-	got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10, nil)
+	got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10, store.CallbackKey{})
 	if !eq(ids(got), []int64{3, 4, 1, 2}) {
 		t.Errorf("after retry: %v, want [3 4 1 2]", ids(got))
 	}
@@ -132,8 +135,28 @@ func TestMemQueueOrderAndTimes(t *testing.T) {
 	q2 := NewMemQueue(0)
 	before := time.Now()
 	_ = q2.EnqueueCallback(ctx, store.Callback{Payload: []byte("{}")})
-	got, _ = q2.DueCallbacks(ctx, time.Now(), 1, nil)
+	got, _ = q2.DueCallbacks(ctx, time.Now(), 1, store.CallbackKey{})
 	if len(got) != 1 || got[0].CreatedAt.Before(before) || !got[0].NextAt.Equal(got[0].CreatedAt) {
 		t.Errorf("zero times: %+v", got)
+	}
+}
+
+// A zero NextAt never goes below the one filled in before it, as in the store: callbacks queued
+// that way sort in ID order even when their CreatedAt do not.
+func TestMemQueueZeroNextAtNeverDecreases(t *testing.T) {
+	ctx := context.Background()
+	q := NewMemQueue(0)
+	t0 := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, created := range []time.Time{t0, t0.Add(-time.Second), t0.Add(time.Second)} {
+		if err := q.EnqueueCallback(ctx, store.Callback{Payload: []byte("{}"), CreatedAt: created}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := q.DueCallbacks(ctx, t0.Add(time.Hour), 10, store.CallbackKey{})
+	if len(got) != 3 || got[0].ID != 1 || got[1].ID != 2 || got[2].ID != 3 {
+		t.Fatalf("order %+v", got)
+	}
+	if !got[1].NextAt.Equal(t0) || !got[1].CreatedAt.Equal(t0.Add(-time.Second)) || !got[2].NextAt.Equal(t0.Add(time.Second)) {
+		t.Errorf("NextAt/CreatedAt: %+v", got)
 	}
 }

@@ -61,13 +61,39 @@ func ForInbound(m store.Inbound) json.RawMessage {
 }
 
 // ForStatus is the callback for a status change of an outbound message; e is set for "failed".
+// The bytes are those of json.Marshal(StatusPayload{…}); without an error they are written
+// directly (two of them per message sent, on the gateway's hot path).
 func ForStatus(id, recipient, status string, unixSeconds int64, e *store.ErrorInfo) json.RawMessage {
-	s := Status{ID: id, RecipientID: recipient, Status: status, Timestamp: unix(unixSeconds)}
-	if e != nil {
-		s.Errors = []store.ErrorInfo{*e}
+	if e != nil || !plain(id) || !plain(recipient) || !plain(status) {
+		s := Status{ID: id, RecipientID: recipient, Status: status, Timestamp: unix(unixSeconds)}
+		if e != nil {
+			s.Errors = []store.ErrorInfo{*e}
+		}
+		b, _ := json.Marshal(StatusPayload{Statuses: []Status{s}})
+		return b
 	}
-	b, _ := json.Marshal(StatusPayload{Statuses: []Status{s}})
-	return b
+	b := make([]byte, 0, 80+len(id)+len(recipient)+len(status))
+	b = append(b, `{"statuses":[{"id":"`...)
+	b = append(b, id...)
+	b = append(b, `","recipient_id":"`...)
+	b = append(b, recipient...)
+	b = append(b, `","status":"`...)
+	b = append(b, status...)
+	b = append(b, `","timestamp":"`...)
+	b = strconv.AppendInt(b, unixSeconds, 10)
+	return append(b, `"}]}`...)
+}
+
+// plain reports whether json.Marshal writes s as it is between the quotes: printable ASCII without
+// the characters it escapes.
+func plain(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return false
+		}
+	}
+	return true
 }
 
 func unix(s int64) string { return strconv.FormatInt(s, 10) }

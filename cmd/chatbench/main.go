@@ -39,9 +39,9 @@ Usage:
       the same workload against an MQTT broker: one topic per pair, QoS 1 (PUBACK) both ways
   chatbench compare -p P --size B --rate R --duration D
       msgs against an in-process chatd, then mqtt against a Mosquitto it starts, same parameters; the ratio
-  chatbench api     --spawn [--messages N] [--rate R]
-      chatd + bizapi in this process: POST /v1/messages throughput (closed loop), then POST→"delivered"
-      webhook latency at a fixed rate (open loop)
+  chatbench api     [--spawn | --spawn-process] [--messages N] [--rate R] [--post-messages N] [--client raw|go]
+      chatd + bizapi in this process (or a child process): POST→"delivered" webhook latency at a fixed
+      rate (open loop), then POST /v1/messages throughput (closed loop)
   chatbench recover [-n N] [--blackhole-n M] [--scenarios LIST]
       in the network lab (root; network namespaces, nftables): time to connected when 5222 is open, refused
       (REJECT) and dropped (DROP), and time to recover from a blackholed connection, idle and with a send
@@ -70,8 +70,10 @@ var commands = map[string]command{
 	"compare": cmdCompare,
 	"api":     cmdAPI,
 	"recover": cmdRecover,
-	// serve-node is internal: the child process of "conns --spawn-process".
+	// serve-node and serve-api are internal: the child processes of "conns --spawn-process" and
+	// "api --spawn-process".
 	"serve-node": cmdServeNode,
+	"serve-api":  cmdServeAPI,
 }
 
 func main() {

@@ -18,8 +18,8 @@ import (
 // assert only that it works and what it reports, never timings.
 
 func TestMain(m *testing.M) {
-	// conns --spawn-process re-executes this binary as its chatd child.
-	if len(os.Args) > 1 && os.Args[1] == "serve-node" {
+	// conns and api --spawn-process re-execute this binary as their server child.
+	if len(os.Args) > 1 && (os.Args[1] == "serve-node" || os.Args[1] == "serve-api") {
 		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(m.Run())
@@ -113,6 +113,28 @@ func TestAPI(t *testing.T) {
 	}
 	num(t, r, "POST→delivered p99")
 	num(t, r, "accepted POST /v1/messages per second")
+	if got := num(t, r, "throughput phase: delivered webhooks"); got != 100 {
+		t.Errorf("%v of 100 delivered webhooks in the throughput phase", got)
+	}
+	if r.get("failed POSTs") != nil {
+		t.Errorf("failed POSTs: %v", r.Notes)
+	}
+}
+
+// The servers in a child process (serve-api), with the Go client: their CPU is reported apart.
+func TestAPISpawnProcess(t *testing.T) {
+	r, _ := runBench(t, "api", "--spawn-process", "--messages", "50", "--rate", "200", "--post-messages", "100",
+		"--concurrency", "4", "--client", "go")
+	if got := num(t, r, "latency phase: delivered webhooks"); got != 50 {
+		t.Errorf("%v of 50 delivered webhooks in the latency phase", got)
+	}
+	if got := num(t, r, "throughput phase: delivered webhooks"); got != 100 {
+		t.Errorf("%v of 100 delivered webhooks in the throughput phase", got)
+	}
+	for _, name := range []string{"accepted POST /v1/messages per second", "CPU during the POSTs: chatd + bizapi (child process)",
+		"CPU during the POSTs: load generator, webhook receiver, customer (this process)", "statuses per webhook request (mean)"} {
+		num(t, r, name)
+	}
 	if r.get("failed POSTs") != nil {
 		t.Errorf("failed POSTs: %v", r.Notes)
 	}

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
@@ -20,7 +19,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/chatd-dev/chatd/noisesock"
@@ -142,60 +140,18 @@ type childInfo struct {
 
 // startChild runs "chatbench serve-node" on dir and waits for its addresses.
 func (t *target) startChild(ctx context.Context, dir string, c *common) error {
-	exe, err := os.Executable()
+	var ci childInfo
+	pid, stop, err := startChild(ctx, c, &ci, "serve-node", "--data", dir)
 	if err != nil {
 		return err
 	}
-	args := []string{"serve-node", "--data", dir}
-	if c.verbose {
-		args = append(args, "-v")
+	t.cleanup = append(t.cleanup, stop)
+	if len(ci.ServerKey) != 32 {
+		return fmt.Errorf("the serve-node child process: %w", errNoServerKey)
 	}
-	cmd := exec.Command(exe, args...)
-	cmd.Stderr = c.stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return err
-	}
-	if err := cmd.Start(); err != nil {
-		return err
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.cleanup = append(t.cleanup, func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(60 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	})
-	line := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(out)
-		if sc.Scan() {
-			line <- sc.Text()
-		}
-		close(line)
-		io.Copy(io.Discard, out)
-	}()
-	select {
-	case l, ok := <-line:
-		if !ok {
-			return errors.New("the chatd child process exited before it was ready")
-		}
-		var ci childInfo
-		if err := json.Unmarshal([]byte(l), &ci); err != nil {
-			return fmt.Errorf("the chatd child process said %q: %v", l, err)
-		}
-		t.addr, t.pid, t.metrics, t.control, t.dataDir = ci.Chat, ci.PID, "http://"+ci.Admin+"/metrics", "http://"+ci.Control+"/memstats", dir
-		copy(t.serverKey[:], ci.ServerKey)
-		return nil
-	case <-time.After(60 * time.Second):
-		return errors.New("the chatd child process did not start within 60 s")
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	t.addr, t.pid, t.metrics, t.control, t.dataDir = ci.Chat, pid, "http://"+ci.Admin+"/metrics", "http://"+ci.Control+"/memstats", dir
+	copy(t.serverKey[:], ci.ServerKey)
+	return nil
 }
 
 // cmdServeNode is the child of --spawn-process: chatd in dev mode on loopback (node.Start, as
@@ -219,30 +175,14 @@ func cmdServeNode(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return err
 	}
 	mux := http.NewServeMux()
-	var stopProfile func()
-	defer func() {
-		if stopProfile != nil {
-			stopProfile()
-		}
-	}()
-	var profMu sync.Mutex
+	var prof childProfiler
+	defer prof.set("")
 	mux.HandleFunc("/memstats", func(w http.ResponseWriter, r *http.Request) {
 		// ?cpuprofile=FILE starts a CPU profile into FILE, ?cpuprofile=stop ends it.
 		if f := r.URL.Query().Get("cpuprofile"); f != "" {
-			profMu.Lock()
-			defer profMu.Unlock()
-			if stopProfile != nil {
-				stopProfile()
-				stopProfile = nil
-			}
-			if f != "stop" {
-				pc := common{cpuProfile: f}
-				stop, err := pc.startProfile()
-				if err != nil {
-					http.Error(w, err.Error(), http.StatusInternalServerError)
-					return
-				}
-				stopProfile = stop
+			if err := prof.set(f); err != nil {
+				http.Error(w, err.Error(), http.StatusInternalServerError)
+				return
 			}
 			json.NewEncoder(w).Encode(true)
 			return

@@ -231,7 +231,8 @@ func (p *printer) printf(format string, args ...any) {
 	fmt.Fprintf(p.w, format, args...)
 }
 
-// startReceiver runs a local webhook receiver that prints each callback on one line.
+// startReceiver runs a local webhook receiver that prints each status and message of a callback on a
+// line of its own (bizapi puts several in one request under load).
 func startReceiver(p *printer) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -239,15 +240,17 @@ func startReceiver(p *printer) (string, func(), error) {
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		p.printf("webhook  %s\n", describeWebhook(body))
+		for _, l := range describeWebhook(body) {
+			p.printf("webhook  %s\n", l)
+		}
 		w.WriteHeader(http.StatusOK)
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
 	return "http://" + ln.Addr().String() + "/webhook", func() { srv.Close() }, nil
 }
 
-// describeWebhook renders a callback in one line: the statuses or the messages it carries.
-func describeWebhook(body []byte) string {
+// describeWebhook renders a callback as one line per status or message it carries.
+func describeWebhook(body []byte) []string {
 	var cb struct {
 		Statuses []struct {
 			ID          string `json:"id"`
@@ -260,7 +263,7 @@ func describeWebhook(body []byte) string {
 		} `json:"messages"`
 	}
 	if json.Unmarshal(body, &cb) != nil {
-		return string(body)
+		return []string{string(body)}
 	}
 	var parts []string
 	for _, s := range cb.Statuses {
@@ -270,9 +273,9 @@ func describeWebhook(body []byte) string {
 		parts = append(parts, fmt.Sprintf("message from +%s: %q (id %s)", m.From, m.Text.Body, m.ID))
 	}
 	if len(parts) == 0 {
-		return string(body)
+		return []string{string(body)}
 	}
-	return strings.Join(parts, "; ")
+	return parts
 }
 
 // rest is a minimal client of bizapi's REST API.

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,5 +132,15 @@ func TestQuickstart(t *testing.T) {
 		out.waitLine(t, regexp.MustCompile(`webhook .*status (sent|delivered|read) +`+id), 10*time.Second)
 		out.waitLine(t, regexp.MustCompile(`webhook .*message from \+15550000002: "echo: `+text+`"`), 10*time.Second)
 		stop(t, cmd, out)
+	}
+}
+
+// bizapi puts several statuses in one webhook request under load: each gets a line of its own.
+func TestDescribeWebhookOneLinePerStatus(t *testing.T) {
+	got := describeWebhook([]byte(`{"statuses":[{"id":"gBEGa","status":"delivered","recipient_id":"15550000002"},` +
+		`{"id":"gBEGa","status":"read","recipient_id":"15550000002"}]}`))
+	want := []string{"status delivered gBEGa → +15550000002", "status read      gBEGa → +15550000002"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("describeWebhook = %q, want %q", got, want)
 	}
 }

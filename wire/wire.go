@@ -139,9 +139,6 @@ func (fr *Reader) Release() {
 // memory accounting and tests.
 func (fr *Reader) BufferCap() int { return cap(fr.buf) }
 
-// Buffered is the number of bytes read from the stream ahead of the frames returned so far.
-func (fr *Reader) Buffered() int { return int(fr.end - fr.off) }
-
 // ReadFrame reads one frame and returns its payload. The slice is valid until the next call. A header
 // announcing more than the limit returns a *FrameTooLargeError without allocating for the payload.
 // A stream that ends between frames returns io.EOF; one that ends inside a frame io.ErrUnexpectedEOF.

@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -39,7 +36,6 @@ func (s *apiServers) close() {
 // serveAPIInfo is the first line the serve-api child prints.
 type serveAPIInfo struct {
 	API, Chat, Control string
-	PID                int
 	ServerKey          []byte
 }
 
@@ -150,31 +146,15 @@ func cmdServeAPI(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	var prof childProfiler
 	mux := http.NewServeMux()
 	mux.HandleFunc("/profile", func(w http.ResponseWriter, r *http.Request) {
-		if err := prof.set(r.URL.Query().Get("cpuprofile")); err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		json.NewEncoder(w).Encode(true)
+		prof.serveSet(w, r.URL.Query().Get("cpuprofile"))
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-	go srv.Serve(ln)
-	b, _ := json.Marshal(serveAPIInfo{API: d.Addr.String(), Chat: n.ChatAddr.String(), Control: ln.Addr().String(),
-		PID: os.Getpid(), ServerKey: n.ServerKey[:]})
-	fmt.Fprintln(stdout, string(b))
-	select {
-	case <-ctx.Done():
-	case <-n.Done():
-	}
-	srv.Close()
-	prof.set("")
+	err = runChild(ctx, stdout, n, mux, &prof, func(control string) any {
+		return serveAPIInfo{API: d.Addr.String(), Chat: n.ChatAddr.String(), Control: control, ServerKey: n.ServerKey[:]}
+	})
 	sctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	return errors.Join(d.Shutdown(sctx), n.Shutdown(sctx))
+	return errors.Join(err, d.Shutdown(sctx), n.Shutdown(sctx))
 }

@@ -7,11 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/chatd-dev/chatd/server/node"
 )
 
 // startChild runs this binary's hidden subcommand args[0] (serve-node, serve-api) with args[1:] as a
@@ -82,6 +86,15 @@ type childProfiler struct {
 	stop func()
 }
 
+// serveSet answers a control request for set(file): true, or the error.
+func (p *childProfiler) serveSet(w http.ResponseWriter, file string) {
+	if err := p.set(file); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	json.NewEncoder(w).Encode(true)
+}
+
 // set starts a CPU profile into file, after ending the running one; "" or "stop" only ends it.
 func (p *childProfiler) set(file string) error {
 	p.mu.Lock()
@@ -100,4 +113,30 @@ func (p *childProfiler) set(file string) error {
 	}
 	p.stop = stop
 	return nil
+}
+
+// runChild is the common part of a child process (serve-node, serve-api) once its servers run: it
+// serves mux on a loopback control port, prints the ready line info(control address) as JSON, and
+// waits for SIGTERM (ctx) or the end of n; then it closes the control port and ends prof's profile.
+// The caller shuts its servers down.
+func runChild(ctx context.Context, stdout io.Writer, n *node.Node, mux *http.ServeMux, prof *childProfiler,
+	info func(control string) any) error {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	b, err := json.Marshal(info(ln.Addr().String()))
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	fmt.Fprintln(stdout, string(b))
+	select {
+	case <-ctx.Done():
+	case <-n.Done():
+	}
+	srv.Close()
+	return prof.set("")
 }

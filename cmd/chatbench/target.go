@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -134,7 +133,6 @@ func startTarget(ctx context.Context, tf *targetFlags, c *common) (*target, erro
 // childInfo is the first line the serve-node child prints.
 type childInfo struct {
 	Chat, Admin, Control string
-	PID                  int
 	ServerKey            []byte
 }
 
@@ -170,38 +168,22 @@ func cmdServeNode(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return err
-	}
 	mux := http.NewServeMux()
 	var prof childProfiler
-	defer prof.set("")
 	mux.HandleFunc("/memstats", func(w http.ResponseWriter, r *http.Request) {
 		// ?cpuprofile=FILE starts a CPU profile into FILE, ?cpuprofile=stop ends it.
 		if f := r.URL.Query().Get("cpuprofile"); f != "" {
-			if err := prof.set(f); err != nil {
-				http.Error(w, err.Error(), http.StatusInternalServerError)
-				return
-			}
-			json.NewEncoder(w).Encode(true)
+			prof.serveSet(w, f)
 			return
 		}
 		json.NewEncoder(w).Encode(readMem())
 	})
-	srv := &http.Server{Handler: mux}
-	go srv.Serve(ln)
-	b, _ := json.Marshal(childInfo{Chat: n.ChatAddr.String(), Admin: n.AdminAddr.String(), Control: ln.Addr().String(),
-		PID: os.Getpid(), ServerKey: n.ServerKey[:]})
-	fmt.Fprintln(stdout, string(b))
-	select {
-	case <-ctx.Done():
-	case <-n.Done():
-	}
-	srv.Close()
+	err = runChild(ctx, stdout, n, mux, &prof, func(control string) any {
+		return childInfo{Chat: n.ChatAddr.String(), Admin: n.AdminAddr.String(), Control: control, ServerKey: n.ServerKey[:]}
+	})
 	sctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
-	return n.Shutdown(sctx)
+	return errors.Join(err, n.Shutdown(sctx))
 }
 
 // memReading is a process's Go memory after two GCs.

@@ -27,6 +27,7 @@ import (
 	"github.com/chatd-dev/chatd/internal/testutil"
 	"github.com/chatd-dev/chatd/noisesock"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/store"
 	"github.com/chatd-dev/chatd/transport"
 	"github.com/chatd-dev/chatd/transport/transporttest"
@@ -47,25 +48,13 @@ func startEnv(t testing.TB, mod func(*node.Config)) *env {
 	t.Helper()
 	logs := &testutil.Buffer{}
 	cfg := node.Config{
-		DataDir: t.TempDir(), Dev: true,
-		ChatListen: "127.0.0.1:0", HTTPSListen: "127.0.0.1:0", AdminListen: "127.0.0.1:0",
-		PublicHost: "127.0.0.1",
-		Logger:     slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		AdminListen: "127.0.0.1:0", PublicHost: "127.0.0.1",
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	}
 	if mod != nil {
 		mod(&cfg)
 	}
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := n.Shutdown(ctx); err != nil {
-			t.Errorf("node shutdown: %v", err)
-		}
-	})
+	n := nodetest.Start(t, cfg)
 	roots, err := regclient.LoadCAFile(n.CAFile)
 	if err != nil {
 		t.Fatal(err)

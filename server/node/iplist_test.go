@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"bytes"
-	"context"
 	"crypto/ed25519"
 	"crypto/tls"
 	"encoding/base64"
@@ -20,27 +19,9 @@ import (
 
 	"github.com/chatd-dev/chatd/iplist"
 	"github.com/chatd-dev/chatd/server/node"
+	"github.com/chatd-dev/chatd/server/node/nodetest"
 	"github.com/chatd-dev/chatd/server/regapi/regtypes"
 )
-
-func startNodeWith(t *testing.T, cfg node.Config) *node.Node {
-	t.Helper()
-	cfg.Dev = true
-	cfg.ChatListen, cfg.HTTPSListen, cfg.AdminListen = "127.0.0.1:0", "127.0.0.1:0", "off"
-	if cfg.DataDir == "" {
-		cfg.DataDir = t.TempDir()
-	}
-	n, err := node.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		n.Shutdown(ctx)
-	})
-	return n
-}
 
 // fetch GETs path from the node's published HTTPS URL, trusting only its dev CA.
 func fetch(t *testing.T, n *node.Node, path string) (*http.Response, []byte) {
@@ -84,7 +65,7 @@ ipv4 = ["203.0.113.0/24", "198.51.100.7"]
 ipv6 = ["2001:db8::/32"]
 `), 0o600)
 	var logs bytes.Buffer
-	n := startNodeWith(t, node.Config{IPListFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	n := nodetest.Start(t, node.Config{IPListFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	cc, key := fetchConfig(t, n)
 	if n.IPList == nil || cc.IPListVersion != n.IPList.Version() || cc.IPListURL != n.HTTPSURL+"/v1/iplist.zip" {
 		t.Fatalf("config iplist_version %q iplist_url %q; node list %v", cc.IPListVersion, cc.IPListURL, n.IPList)
@@ -117,7 +98,7 @@ ipv6 = ["2001:db8::/32"]
 // TestDevIPList: a dev node without a list file publishes its own addresses, so that netcheck has
 // a list to verify in the quick start.
 func TestDevIPList(t *testing.T) {
-	n := startNodeWith(t, node.Config{Logger: slog.New(slog.DiscardHandler)})
+	n := nodetest.Start(t, node.Config{Logger: slog.New(slog.DiscardHandler)})
 	_, key := fetchConfig(t, n)
 	resp, js := fetch(t, n, "/v1/iplist.json")
 	if resp.StatusCode != 200 {
@@ -159,7 +140,7 @@ func TestDevIPList(t *testing.T) {
 }
 
 func TestNoIPListAndBadConfig(t *testing.T) {
-	n := startNodeWith(t, node.Config{IPListVersion: "v7", Logger: slog.New(slog.DiscardHandler)})
+	n := nodetest.Start(t, node.Config{IPListVersion: "v7", Logger: slog.New(slog.DiscardHandler)})
 	resp, body := fetch(t, n, "/v1/iplist.zip")
 	if resp.StatusCode != http.StatusNotFound || !strings.Contains(string(body), regtypes.CodeNoIPList) {
 		t.Errorf("no list: %s %s", resp.Status, body)
@@ -193,7 +174,7 @@ func TestExpiredIPListStillStarts(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "iplist.toml")
 	os.WriteFile(file, []byte("updated = 2020-01-01\nexpires = 2020-04-01\nipv4 = [\"203.0.113.0/24\"]\n"), 0o600)
 	var logs bytes.Buffer
-	n := startNodeWith(t, node.Config{IPListFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	n := nodetest.Start(t, node.Config{IPListFile: file, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if !strings.Contains(logs.String(), "level=ERROR") || !strings.Contains(logs.String(), "has expired") {
 		t.Errorf("no error logged for an expired list:\n%s", logs.String())
 	}

@@ -123,14 +123,14 @@ type Writer[S any] struct {
 
 // op is one operation waiting for the writer.
 type op[S any] struct {
-	ctx   context.Context // Exec and Do: counts until taken; nil for Submit (never cancelled)
-	fn    func(S) error   // nil: a barrier, no database work (Submit only)
-	seq   *Seq[S]         // Seq.Submit
-	raw   bool            // Do: alone, outside a transaction
-	state atomic.Int32    // Exec and Do: see opQueued
-	done  chan error      // Exec and Do: buffered(1), the result, sent once
-	cb    func(error)     // Submit: called once with the result
-	one   bool            // SubmitNoSavepoint: no savepoint of its own
+	ctx         context.Context // Exec and Do: counts until taken; nil for Submit (never cancelled)
+	fn          func(S) error   // nil: a barrier, no database work (Submit only)
+	seq         *Seq[S]         // Seq.Submit
+	raw         bool            // Do: alone, outside a transaction
+	state       atomic.Int32    // Exec and Do: see opQueued
+	done        chan error      // Exec and Do: buffered(1), the result, sent once
+	cb          func(error)     // Submit: called once with the result
+	noSavepoint bool            // SubmitNoSavepoint
 }
 
 // Operation states (Exec and Do). queued → taken (by the writer) or queued → canceled (by the caller,
@@ -238,11 +238,11 @@ func (w *Writer[S]) Submit(ctx context.Context, fn func(S) error, done func(erro
 	return w.submit(ctx, nil, fn, done, false)
 }
 
-func (w *Writer[S]) submit(ctx context.Context, seq *Seq[S], fn func(S) error, done func(error), one bool) error {
+func (w *Writer[S]) submit(ctx context.Context, seq *Seq[S], fn func(S) error, done func(error), noSavepoint bool) error {
 	if done == nil {
 		done = func(error) {}
 	}
-	return w.enqueue(ctx, &op[S]{fn: fn, seq: seq, cb: done, one: one})
+	return w.enqueue(ctx, &op[S]{fn: fn, seq: seq, cb: done, noSavepoint: noSavepoint})
 }
 
 func (w *Writer[S]) enqueue(ctx context.Context, o *op[S]) error {
@@ -438,7 +438,7 @@ func (w *Writer[S]) abort() {
 
 func brokenErr(first error) error { return fmt.Errorf("%w: %v", ErrSeqBroken, first) }
 
-// runBatch runs ops in one transaction, each in a savepoint, commits, and answers every caller in
+// runBatch runs ops in one transaction, each in a savepoint unless submitted without one, commits, and answers every caller in
 // batch order.
 func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 	answer := func(batchErr error) {
@@ -490,7 +490,7 @@ func (w *Writer[S]) runBatch(ops []*op[S], errs []error) {
 		if o.fn == nil { // a barrier
 			continue
 		}
-		if o.one {
+		if o.noSavepoint {
 			if err := o.fn(w.stmts); err != nil {
 				w.abort()
 				// It gets its own error; the others one that does not wrap it (%v): its sentinel

@@ -107,14 +107,16 @@ func (w *writeStmts) prepare(ctx context.Context, c *sql.Conn) error {
 // the largest id and seq stored, so that no value in use is handed out again whatever the counter
 // says.
 func (w *writeStmts) loadNextSeq(ctx context.Context) error {
-	err := w.conn.QueryRowContext(ctx, `SELECT max(
-		(SELECT value FROM store_meta WHERE key = 'next_seq'),
-		coalesce((SELECT max(id) FROM messages), 0) + 1,
-		coalesce((SELECT max(seq) FROM receipts), 0) + 1)`).Scan(&w.nextSeq)
+	err := w.conn.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'next_seq'`).Scan(&w.savedSeq)
 	if err != nil {
 		return fmt.Errorf("store: read the id counter: %w", err)
 	}
-	w.savedSeq = 0 // written with the first transaction that uses it
+	err = w.conn.QueryRowContext(ctx, `SELECT max(?1,
+		coalesce((SELECT max(id) FROM messages), 0) + 1,
+		coalesce((SELECT max(seq) FROM receipts), 0) + 1)`, w.savedSeq).Scan(&w.nextSeq)
+	if err != nil {
+		return fmt.Errorf("store: read the id counter: %w", err)
+	}
 	return nil
 }
 

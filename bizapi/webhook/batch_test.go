@@ -132,12 +132,7 @@ func TestBatchGathersWhileBusy(t *testing.T) {
 // time, and the retry carries the same callbacks, in the same order, as attempt 2.
 func TestBatchFailureRetriesAll(t *testing.T) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
-		rc := newReceiver(t, func(n int, _ *http.Request, _ []byte) int {
-			if n == 1 {
-				return http.StatusServiceUnavailable
-			}
-			return http.StatusOK
-		})
+		rc := newReceiver(t, failRequest(1))
 		s := Settings{BackoffDelay: 5 * time.Second}
 		h := start(t, q, s)
 		for i := range 7 {

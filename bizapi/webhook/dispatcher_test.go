@@ -550,12 +550,7 @@ func TestNoURLKeepsCallbacks(t *testing.T) {
 // NextCallbackAt.
 func TestSleepsUntilDue(t *testing.T) {
 	forEachQueue(t, func(t *testing.T, q Queue) {
-		rc := newReceiver(t, func(n int, _ *http.Request, _ []byte) int {
-			if n == 2 {
-				return http.StatusServiceUnavailable
-			}
-			return http.StatusOK
-		})
+		rc := newReceiver(t, failRequest(2))
 		set := newSettings(Settings{URL: rc.URL(), BackoffDelay: 10 * time.Millisecond})
 		h := &harness{q: q, set: set}
 		h.d = New(Config{Queue: q, Settings: set.Get}) // real clock

@@ -77,6 +77,17 @@ type request struct {
 	path   string
 }
 
+// failRequest is a receiver's handler that answers 503 to request number n (1-based) and 200 to
+// every other.
+func failRequest(n int) func(int, *http.Request, []byte) int {
+	return func(i int, _ *http.Request, _ []byte) int {
+		if i == n {
+			return http.StatusServiceUnavailable
+		}
+		return http.StatusOK
+	}
+}
+
 func newReceiver(t *testing.T, handle func(n int, r *http.Request, body []byte) int) *receiver {
 	rc := &receiver{handle: handle}
 	rc.srv = httptest.NewServer(http.HandlerFunc(rc.serve))

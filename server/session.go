@@ -140,7 +140,6 @@ type session struct {
 	storeOps int32                     // store writes submitted and not yet called back; guarded by mu
 	business bool                      // the account is a business (set at login; read-only afterwards)
 	handoff  handoffState              // guarded by mu
-	lost     bool                      // an item was not kept in ready during a handoffQuery; guarded by mu
 	closed   bool                      // close was called; guarded by mu
 	fetch    bool                      // the writer is to fetch pending deliveries; guarded by mu
 	wstate   writerState               // guarded by mu
@@ -180,8 +179,9 @@ const (
 	handoffLive                      // the writer has read everything: ready holds every item queued since
 )
 
-// readyCap bounds s.ready. A recipient whose queue grows faster than its window lets it deliver
-// drops back to reading the queue (handoffOff).
+// readyCap bounds s.ready. Items that would not fit are dropped with everything in ready, and the
+// session drops back to reading the queue (handoffOff): a recipient whose queue grows faster than its
+// window lets it deliver, or a read that took long.
 const readyCap = 256
 
 // readyKeep is the capacity of s.ready an idle writer keeps (items are a few hundred bytes each).
@@ -309,13 +309,8 @@ func (s *session) handOver(items []store.Item) {
 	s.mu.Lock()
 	if s.handoff != handoffOff && len(items) > 0 {
 		if len(s.ready)+len(items) > readyCap {
-			clear(s.ready)
-			s.ready = s.ready[:0]
-			if s.handoff == handoffLive {
-				s.handoff = handoffOff
-			} else {
-				s.lost = true
-			}
+			s.handoff = handoffOff
+			s.dropReadyLocked()
 		} else {
 			s.ready = append(s.ready, items...)
 		}
@@ -1309,9 +1304,8 @@ func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 		}
 		s.srv.deliveries.handedOver.Add(float64(len(items)))
 	} else {
-		s.handoff, s.lost = handoffQuery, false
-		clear(s.ready)
-		s.ready = s.ready[:0]
+		s.handoff = handoffQuery
+		s.dropReadyLocked()
 		s.mu.Unlock()
 		var err error
 		items, err = s.srv.cfg.Store.Pending(context.Background(), s.phone, s.lastSeq, limit)
@@ -1328,7 +1322,7 @@ func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 		switch {
 		case len(items) == limit:
 			s.fetch = true // there may be more: this writer reads again
-		case !s.lost:
+		case s.handoff == handoffQuery: // nothing handed over meanwhile was dropped
 			s.handoff = handoffLive
 			if len(s.ready) > 0 {
 				s.fetch = true
@@ -1357,6 +1351,12 @@ func (s *session) appendPending(buf, scratch []byte) ([]byte, []byte, error) {
 // afterQueueRead, when set (by tests), is called by the writer right after it has read the queue,
 // without s.mu held.
 var afterQueueRead atomic.Pointer[func(phone string)]
+
+// dropReadyLocked empties s.ready, keeping its array (s.mu held).
+func (s *session) dropReadyLocked() {
+	clear(s.ready)
+	s.ready = s.ready[:0]
+}
 
 // takeReadyLocked takes up to limit items after s.lastSeq from the front of s.ready (writer, s.mu held).
 func (s *session) takeReadyLocked(limit int) []store.Item {

@@ -276,10 +276,10 @@ func TestPipelineAckAndRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	ra, rr, re := <-ack, <-read, <-empty
-	if ra.err != nil || fmt.Sprint(Recipients(ra.queued)) != fmt.Sprint([]string{phone(1)}) {
+	if ra.err != nil || fmt.Sprint(recipients(ra.queued)) != fmt.Sprint([]string{phone(1)}) {
 		t.Fatalf("ack: %+v", ra)
 	}
-	if rr.err != nil || fmt.Sprint(Recipients(rr.queued)) != fmt.Sprint([]string{phone(1), phone(3)}) {
+	if rr.err != nil || fmt.Sprint(recipients(rr.queued)) != fmt.Sprint([]string{phone(1), phone(3)}) {
 		t.Fatalf("read: %+v", rr)
 	}
 	if re.err != nil || re.queued != nil {

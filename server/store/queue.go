@@ -164,12 +164,12 @@ func (s *Store) AckBatch(ctx context.Context, recipient string, seqs []int64) (n
 	if err := s.exec(ctx, s.ackOp(recipient, seqs, seqs, &queued)); err != nil {
 		return nil, err
 	}
-	return Recipients(queued), nil
+	return recipients(queued), nil
 }
 
 // AckBatchAsync is AckBatch through the pipeline: done(queued, err) runs
 // after the COMMIT (see Pipeline) with the receipt items the ack queued, in
-// Seq order (Recipients(queued) is AckBatch's notify). An empty seqs writes
+// Seq order (recipients(queued) is AckBatch's notify). An empty seqs writes
 // nothing; done still runs in pipeline order.
 func (p *Pipeline) AckBatchAsync(ctx context.Context, recipient string, seqs []int64,
 	done func(queued []Item, err error)) error {
@@ -195,9 +195,9 @@ func (p *Pipeline) AckItemsAsync(ctx context.Context, recipient string, messages
 	})
 }
 
-// Recipients lists the recipients of items without duplicates, in order of first appearance: the
+// recipients lists the recipients of items without duplicates, in order of first appearance: the
 // phones whose sessions a write that queued items should wake.
-func Recipients(items []Item) []string {
+func recipients(items []Item) []string {
 	var ps []string
 	for _, it := range items {
 		if !slices.Contains(ps, it.Recipient) { // a write queues for few distinct phones
@@ -339,7 +339,7 @@ func (s *Store) MarkRead(ctx context.Context, reader string, ids []int64) (notif
 	if err := s.exec(ctx, s.readOp(reader, ids, &queued)); err != nil {
 		return nil, err
 	}
-	return Recipients(queued), nil
+	return recipients(queued), nil
 }
 
 // MarkReadAsync is MarkRead through the pipeline: done(queued, err) runs after

@@ -54,6 +54,24 @@ func (o *output) waitLine(t *testing.T, re *regexp.Regexp, timeout time.Duration
 	}
 }
 
+// waitLines waits until a line matching each of res has been printed, in any order (webhooks of
+// different kinds travel in separate requests, which may arrive in either order).
+func (o *output) waitLines(t *testing.T, timeout time.Duration, res ...*regexp.Regexp) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for len(res) > 0 {
+		select {
+		case l, ok := <-o.lines:
+			if !ok {
+				t.Fatalf("quickstart ended before printing %v:\n%s", res, o.String())
+			}
+			res = slices.DeleteFunc(res, func(re *regexp.Regexp) bool { return re.MatchString(l) })
+		case <-deadline:
+			t.Fatalf("no lines matching %v within %v:\n%s", res, timeout, o.String())
+		}
+	}
+}
+
 func (o *output) String() string {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -129,8 +147,9 @@ func TestQuickstart(t *testing.T) {
 		}
 		id := regexp.QuoteMeta(res.Messages[0].ID)
 		out.waitLine(t, regexp.MustCompile(`customer got from \+15550000001: "`+text+`"`), 10*time.Second)
-		out.waitLine(t, regexp.MustCompile(`webhook .*status (sent|delivered|read) +`+id), 10*time.Second)
-		out.waitLine(t, regexp.MustCompile(`webhook .*message from \+15550000002: "echo: `+text+`"`), 10*time.Second)
+		out.waitLines(t, 10*time.Second,
+			regexp.MustCompile(`webhook .*status (sent|delivered|read) +`+id),
+			regexp.MustCompile(`webhook .*message from \+15550000002: "echo: `+text+`"`))
 		stop(t, cmd, out)
 	}
 }
